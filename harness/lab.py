@@ -1,0 +1,193 @@
+"""The lab: one veth link between a peer namespace (no IP address) and a target's namespace.
+
+    peer netns  synNNNN-pK                          target netns (container or synNNNN-tK)
+      synNNNNpK (no address) ──── veth ────  eth0 198.18.b.2/24, permanent neighbour for .1
+
+The peer's kernel owns no lab address, so it never answers the target's segments; scapy owns
+198.18.b.1. Checksum and segmentation offloads are off on both ends so captures show real
+checksums and real segment sizes.
+"""
+import ipaddress
+import os
+import shutil
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute, NetNS, netns as pr_netns
+from pyroute2.ethtool import Ethtool
+
+from . import netns
+from .cleanup import REGISTRY, RUN_ROOT, owner_alive, owner_of, owner_prefix
+from .errors import LabError
+
+LAB_NET = ipaddress.ip_network("198.18.0.0/15")
+BLOCKS = LAB_NET.num_addresses // 256
+TARGET_IFNAME = "eth0"
+NUD_PERMANENT = 0x80
+_OFFLOADS = (
+    "tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-sctp", "rx-checksum",
+    "tx-scatter-gather", "tx-tcp-segmentation", "tx-tcp-ecn-segmentation",
+    "tx-tcp-mangleid-segmentation", "tx-tcp6-segmentation", "tx-generic-segmentation",
+    "rx-gro", "rx-gro-list", "rx-udp-gro-forwarding",
+)
+
+
+@dataclass(frozen=True)
+class Addressing:
+    """The /24 a lab uses: the peer is .1, the target .2; MACs are locally administered."""
+
+    block: int
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        base = int(LAB_NET.network_address) + (self.block % BLOCKS) * 256
+        return ipaddress.ip_network((base, 24))
+
+    @property
+    def peer_ip(self) -> str:
+        return str(self.network.network_address + 1)
+
+    @property
+    def target_ip(self) -> str:
+        return str(self.network.network_address + 2)
+
+    @property
+    def peer_mac(self) -> str:
+        return "02:53:59:%02x:%02x:01" % divmod(self.block % BLOCKS, 256)
+
+    @property
+    def target_mac(self) -> str:
+        return "02:53:59:%02x:%02x:02" % divmod(self.block % BLOCKS, 256)
+
+
+def _disable_offloads(ifname: str) -> None:
+    eth = Ethtool()
+    try:
+        features = eth.get_features(ifname)
+        for name in _OFFLOADS:
+            feature = features.features.get(name)
+            if feature is not None and feature.available:
+                feature.enable = False
+        eth.set_features(ifname, features)
+    finally:
+        eth.close()
+
+
+class Lab:
+    """One isolated link. `build()` makes the peer side; `plug_target()` the target side."""
+
+    def __init__(self, index: int, block: int):
+        self.index = index
+        self.addr = Addressing(block)
+        prefix = owner_prefix()
+        self.peer_ns = f"{prefix}-p{index}"
+        self.peer_if = f"{prefix}p{index}"
+        self._target_host_if = f"{prefix}t{index}"
+        self._undo = None
+
+    # -- peer side ------------------------------------------------------------------------
+    def build(self) -> "Lab":
+        self._undo = REGISTRY.add(f"lab {self.peer_ns}", self.destroy)
+        try:
+            pr_netns.create(self.peer_ns)
+            with IPRoute() as ip:
+                ip.link("add", ifname=self.peer_if, kind="veth", peer=self._target_host_if)
+                for name in (self.peer_if, self._target_host_if):
+                    _disable_offloads(name)
+                ip.link("set", index=ip.link_lookup(ifname=self.peer_if)[0], net_ns_fd=self.peer_ns)
+            # A namespace made while Docker runs may inherit ip_forward=1: the peer's kernel must
+            # neither forward nor speak IPv6 on the lab link.
+            for name, value in (("net.ipv4.ip_forward", 0), ("net.ipv6.conf.all.disable_ipv6", 1),
+                                ("net.ipv6.conf.default.disable_ipv6", 1)):
+                netns.sysctl(self.peer_ns, name, value)
+            with NetNS(netns.netns_path(self.peer_ns)) as ns:
+                idx = ns.link_lookup(ifname=self.peer_if)[0]
+                ns.link("set", index=idx, address=self.addr.peer_mac, state="up")
+        except Exception as exc:
+            self.destroy()
+            raise LabError(f"could not build lab {self.peer_ns}: {exc}") from exc
+        return self
+
+    # -- target side ----------------------------------------------------------------------
+    def plug_target(self, target_netns: str) -> None:
+        """Move the target end into `target_netns` (a path or a name) and address it."""
+        path = netns.netns_path(target_netns)
+        try:
+            for name, value in (("net.ipv6.conf.all.disable_ipv6", 1),
+                                ("net.ipv6.conf.default.disable_ipv6", 1)):
+                netns.sysctl(path, name, value)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                with IPRoute() as ip:
+                    idx = ip.link_lookup(ifname=self._target_host_if)[0]
+                    ip.link("set", index=idx, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+            with NetNS(path) as ns:
+                idx = ns.link_lookup(ifname=self._target_host_if)[0]
+                ns.link("set", index=idx, ifname=TARGET_IFNAME, address=self.addr.target_mac)
+                ns.link("set", index=idx, state="up")
+                lo = ns.link_lookup(ifname="lo")
+                if lo:
+                    ns.link("set", index=lo[0], state="up")
+                ns.addr("add", index=idx, address=self.addr.target_ip, prefixlen=24)
+                # The target never has to ARP for the peer: its answers go out at once.
+                ns.neigh("add", dst=self.addr.peer_ip, lladdr=self.addr.peer_mac, ifindex=idx,
+                         state=NUD_PERMANENT)
+        except Exception as exc:
+            raise LabError(f"could not plug the target end of {self.peer_ns} into {target_netns}: {exc}") from exc
+
+    def peer_netns_path(self) -> str:
+        return netns.netns_path(self.peer_ns)
+
+    # -- teardown -------------------------------------------------------------------------
+    def destroy(self) -> None:
+        """Remove the peer namespace (which takes the veth pair with it) and any stray end."""
+        if self.peer_ns in pr_netns.listnetns():
+            pr_netns.remove(self.peer_ns)
+        with IPRoute() as ip:
+            for name in (self.peer_if, self._target_host_if):
+                for idx in ip.link_lookup(ifname=name):
+                    ip.link("del", index=idx)
+
+    def close(self) -> None:
+        if self._undo is not None:
+            REGISTRY.run(self._undo)
+            self._undo = None
+
+
+def create_netns(name: str) -> str:
+    """A bare namespace for a target without Docker; removed with the run."""
+    pr_netns.create(name)
+    REGISTRY.add(f"netns {name}", lambda: name in pr_netns.listnetns() and pr_netns.remove(name))
+    return netns.netns_path(name)
+
+
+def run_dir(label: str) -> str:
+    """A private directory for a target's control socket and logs, removed with the run."""
+    path = os.path.join(RUN_ROOT, f"{owner_prefix()}-{label}")
+    os.makedirs(path, exist_ok=True)
+    REGISTRY.add(f"dir {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+    return path
+
+
+def sweep() -> list[str]:
+    """Remove namespaces, links and run directories left by synfin runs whose process is gone."""
+    removed = []
+    for name in pr_netns.listnetns():
+        pid = owner_of(name)
+        if pid is not None and not owner_alive(pid):
+            pr_netns.remove(name)
+            removed.append(f"netns {name}")
+    with IPRoute() as ip:
+        for link in ip.get_links():
+            name = link.get_attr("IFLA_IFNAME")
+            pid = owner_of(name)
+            if pid is not None and not owner_alive(pid):
+                ip.link("del", index=link["index"])
+                removed.append(f"link {name}")
+    for entry in os.listdir(RUN_ROOT) if os.path.isdir(RUN_ROOT) else ():
+        pid = owner_of(entry)
+        if pid is not None and not owner_alive(pid):
+            shutil.rmtree(os.path.join(RUN_ROOT, entry), ignore_errors=True)
+            removed.append(f"dir {RUN_ROOT}/{entry}")
+    return removed

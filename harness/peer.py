@@ -1,0 +1,308 @@
+"""The raw peer: one persistent L2 socket per lab, and connections kept in RFC 9293 terms.
+
+The socket is opened inside the peer namespace before the first send and read with select(), so
+replies that arrive between calls wait in the socket and nothing is lost. Segments from the
+target are queued by the peer's port (each connection gets its own), so one case can drive
+several connections at once.
+"""
+import collections
+import random
+import select
+import time
+from dataclasses import dataclass
+
+from scapy.config import conf
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import ARP, Ether
+
+from . import netns
+from .errors import LabError
+from .segments import Alternatives, Seg, SeqView, alternatives, describe, seg_len, seq_add, seq_diff
+
+MOD = 1 << 32
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to wait for a stack; part of each target's profile, never a global constant."""
+
+    reply: float = 1.0     # default `within` of expect(): returns as soon as a match arrives
+    silence: float = 0.3   # default `for_` of expect_silence(): longer than the stack's ACK delay
+    retransmit: float = 3.0  # enough for one retransmission timeout of the stack
+
+
+@dataclass
+class Frame:
+    t: float          # time.monotonic() when sent or read
+    outgoing: bool
+    data: bytes
+
+
+class Mismatch(AssertionError):
+    """The target did not send what the case expected (a stack deviation, not a harness error)."""
+
+
+class Wire:
+    """The peer's side of a lab link."""
+
+    def __init__(self, lab):
+        self.addr = lab.addr
+        target = lab.addr.target_ip
+        try:
+            self.sock = netns.run_in(
+                lab.peer_netns_path(),
+                lambda: conf.L2socket(iface=lab.peer_if, filter=f"(tcp or arp) and src host {target}"),
+            )
+        except Exception as exc:
+            raise LabError(f"could not open the peer socket on {lab.peer_if}: {exc}") from exc
+        self._eth = Ether(src=self.addr.peer_mac, dst=self.addr.target_mac)
+        self.trace: list[Frame] = []
+        self._queues: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        self.waited = 0.0  # seconds of silence the cases asked for (benchmark: overhead = wall - waited)
+
+    def frame(self, tcp: TCP) -> Ether:
+        return self._eth / IP(src=self.addr.peer_ip, dst=self.addr.target_ip) / tcp
+
+    def send(self, pkt: Ether) -> None:
+        data = bytes(pkt)
+        self.trace.append(Frame(time.monotonic(), True, data))
+        self.sock.send(data)
+
+    def _read_one(self, deadline: float) -> bool:
+        """Read one frame from the socket (False if none came before `deadline`)."""
+        timeout = max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            return False
+        _, data, _ = self.sock.recv_raw()
+        if not data:
+            return True
+        now = time.monotonic()
+        pkt = Ether(data)
+        if ARP in pkt:
+            self._answer_arp(pkt[ARP])
+            return True
+        if TCP not in pkt:
+            return True
+        self.trace.append(Frame(now, False, data))
+        self._queues[pkt[TCP].dport].append(pkt)
+        return True
+
+    def _answer_arp(self, arp: ARP) -> None:
+        # Stacks that keep their own neighbour table (user-space stacks) still ask for the peer.
+        if arp.op == 1 and arp.pdst == self.addr.peer_ip:
+            reply = Ether(src=self.addr.peer_mac, dst=arp.hwsrc) / ARP(
+                op=2, hwsrc=self.addr.peer_mac, psrc=self.addr.peer_ip, hwdst=arp.hwsrc, pdst=arp.psrc)
+            self.send(reply)
+
+    def next_for(self, port: int, deadline: float) -> Ether | None:
+        """The next segment from the target to the peer's `port`, or None at the deadline."""
+        queue = self._queues[port]
+        while not queue:
+            if not self._read_one(deadline):
+                return None
+        return queue.popleft()
+
+    def drain(self) -> None:
+        """Read whatever is already waiting, without blocking."""
+        while self._read_one(time.monotonic()):
+            pass
+
+    def reset_queues(self) -> None:
+        self.drain()
+        self._queues.clear()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Peer:
+    """The scapy side of a lab: hands out connections on fresh ports."""
+
+    def __init__(self, wire: Wire, timing: Timing, ports):
+        self.wire = wire
+        self.timing = timing
+        self._ports = ports
+        self.connections: list["Connection"] = []
+
+    @property
+    def addr(self):
+        return self.wire.addr
+
+    def connection(self, dport: int, sport: int | None = None, **kw) -> "Connection":
+        conn = Connection(self, sport or self._ports.next(), dport, **kw)
+        self.connections.append(conn)
+        return conn
+
+    def connect(self, dport: int, **kw) -> "Connection":
+        """Active open from the peer: SYN, check SYN-ACK (ack = ISS+1), final ACK."""
+        conn = self.connection(dport, **kw)
+        conn.handshake()
+        return conn
+
+    def listen_port(self) -> int:
+        """A fresh port for the target to connect to (the peer's side of an active open)."""
+        return self._ports.next()
+
+    def expect_syn(self, port: int, within: float | None = None, **kw) -> "Connection":
+        """Wait for the target's SYN to `port`; return a connection that knows the target's ISN."""
+        conn = Connection(self, port, None, **kw)
+        self.connections.append(conn)
+        syn = conn.expect(Seg("S"), within=within)
+        conn.dport = syn.sport
+        return conn
+
+    def wait(self, seconds: float) -> None:
+        """A pause the case asks for (counted as a wait, not as harness overhead)."""
+        self.wire.waited += seconds
+        time.sleep(seconds)
+
+    def views(self) -> dict[int, SeqView]:
+        return {c.sport: c.view for c in self.connections}
+
+
+class Connection:
+    """One TCP connection seen from the peer: ISS/IRS, SND.NXT/RCV.NXT and the target's window.
+
+    Sending methods advance SND.NXT by SEG.LEN; every segment read from the target that is in
+    order advances RCV.NXT, so `conn.rcv_nxt` is always the next byte the target will send.
+    """
+
+    def __init__(self, peer: Peer, sport: int, dport: int | None, iss: int | None = None,
+                 window: int = 65535, mss: int = 1460, timestamps: bool = False):
+        self.peer = peer
+        self.sport = sport
+        self.dport = dport
+        self.iss = random.getrandbits(32) if iss is None else iss % MOD
+        self.snd_una = self.snd_nxt = self.iss
+        self.irs: int | None = None
+        self.rcv_nxt: int | None = None
+        self.snd_wnd: int | None = None  # the target's last advertised window
+        self.window = window
+        self.mss = mss
+        self.timestamps = timestamps
+        self.ts_recent: int | None = None  # the target's last TSval
+        self._ts_base = random.getrandbits(31)
+        self.view = SeqView(self.iss)
+        self.received: list[TCP] = []
+
+    # -- building and sending ------------------------------------------------------------
+    def tsval(self) -> int:
+        return (self._ts_base + int(time.monotonic() * 1000)) % MOD
+
+    def segment(self, flags: str = "A", seq: int | None = None, ack: int | None = None,
+                data: bytes = b"", window: int | None = None, options=None) -> TCP:
+        """A segment of this connection; fields default to SND.NXT / RCV.NXT / our window."""
+        if options is None:
+            options = [("MSS", self.mss)] if "S" in flags else []
+            if self.timestamps and "R" not in flags:
+                options = options + [("Timestamp", (self.tsval(), self.ts_recent or 0))]
+        if ack is None and "A" in flags:
+            ack = self.rcv_nxt or 0
+        tcp = TCP(sport=self.sport, dport=self.dport, flags=flags,
+                  seq=self.snd_nxt if seq is None else seq % MOD, ack=(ack or 0) % MOD,
+                  window=self.window if window is None else window, options=options)
+        return tcp / data if data else tcp
+
+    def send_segment(self, tcp: TCP) -> TCP:
+        """Send a segment exactly as built; SND.NXT moves only if it starts at SND.NXT."""
+        if tcp.seq == self.snd_nxt:
+            self.snd_nxt = seq_add(self.snd_nxt, seg_len(tcp))
+        self.peer.wire.send(self.peer.wire.frame(tcp))
+        return tcp
+
+    def send_raw(self, flags: str = "A", **fields) -> TCP:
+        return self.send_segment(self.segment(flags, **fields))
+
+    def syn(self, ack: bool = False, **fields) -> TCP:
+        """SYN (or SYN-ACK answering the target's SYN) with seq = ISS."""
+        return self.send_raw("SA" if ack else "S", seq=self.iss, **fields)
+
+    def send(self, data: bytes, flags: str = "PA", **fields) -> TCP:
+        return self.send_raw(flags, data=data, **fields)
+
+    def fin(self, **fields) -> TCP:
+        return self.send_raw("FA", **fields)
+
+    def ack(self, **fields) -> TCP:
+        return self.send_raw("A", **fields)
+
+    def rst(self, seq: int | None = None, ack: bool = False, **fields) -> TCP:
+        return self.send_raw("RA" if ack else "R", seq=self.snd_nxt if seq is None else seq, **fields)
+
+    def handshake(self) -> TCP:
+        """SYN → SYN-ACK(ack = ISS+1) → ACK; returns the SYN-ACK."""
+        self.syn()
+        synack = self.expect(Seg("SA", ack=seq_add(self.iss, 1), note="SYN-ACK for our SYN"))
+        self.ack()
+        return synack
+
+    # -- receiving ------------------------------------------------------------------------
+    def _absorb(self, tcp: TCP) -> None:
+        flags = str(tcp.flags)
+        if "S" in flags and self.irs is None:
+            self.irs = tcp.seq
+            self.rcv_nxt = tcp.seq
+            self.view.irs = tcp.seq
+        if self.rcv_nxt is not None and tcp.seq == self.rcv_nxt and "R" not in flags:
+            self.rcv_nxt = seq_add(self.rcv_nxt, seg_len(tcp))
+        if "A" in flags and seq_diff(tcp.ack, self.snd_una) > 0 and seq_diff(tcp.ack, self.snd_nxt) <= 0:
+            self.snd_una = tcp.ack
+        self.snd_wnd = tcp.window
+        for name, value in tcp.options:
+            if name == "Timestamp":
+                self.ts_recent = value[0]
+
+    def next_segment(self, within: float | None = None) -> TCP | None:
+        deadline = time.monotonic() + (self.peer.timing.reply if within is None else within)
+        pkt = self.peer.wire.next_for(self.sport, deadline)
+        if pkt is None:
+            return None
+        tcp = pkt[TCP]
+        self.received.append(tcp)
+        self._absorb(tcp)
+        return tcp
+
+    def expect(self, *specs, within: float | None = None) -> TCP:
+        """Wait for a segment matching one of `specs`; others are skipped (and reported on failure)."""
+        wanted = alternatives(*specs)
+        within = self.peer.timing.reply if within is None else within
+        deadline = time.monotonic() + within
+        seen = []
+        while True:
+            tcp = self.next_segment(max(0.0, deadline - time.monotonic()))
+            if tcp is None:
+                raise Mismatch(self._mismatch(wanted, seen, within))
+            if wanted.match(tcp):
+                return tcp
+            seen.append(tcp)
+
+    def expect_silence(self, for_: float | None = None) -> None:
+        """Nothing at all from the target on this connection for `for_` seconds."""
+        for_ = self.peer.timing.silence if for_ is None else for_
+        self.peer.wire.waited += for_
+        tcp = self.next_segment(for_)
+        if tcp is not None:
+            raise Mismatch(f"expected silence for {for_:.2f} s on {self.endpoints()}, "
+                           f"{self.isns()}, but the target sent:\n    {describe(tcp, self.view, True)}")
+
+    # -- reporting ------------------------------------------------------------------------
+    def endpoints(self) -> str:
+        a = self.peer.addr
+        return f"peer {a.peer_ip}:{self.sport} ⇄ target {a.target_ip}:{self.dport}"
+
+    def isns(self) -> str:
+        irs = "unknown" if self.irs is None else f"{self.irs:#010x}"
+        return f"peer ISS {self.iss:#010x}, target ISS {irs}"
+
+    def _mismatch(self, wanted: Alternatives, seen: list, within: float) -> str:
+        lines = [f"expected within {within:.2f} s on {self.endpoints()} ({self.isns()}; "
+                 "numbers relative to the ISNs):"]
+        for i, spec in enumerate(wanted.options):
+            lines.append(f"    {'   ' if i == 0 else 'or '}{spec.describe(self.view)}")
+        if seen:
+            lines.append("received instead:")
+            lines += [f"    {describe(t, self.view, True)}" for t in seen]
+        else:
+            lines.append("received nothing")
+        return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""The pytest plugin: options, fixtures, the requirement marker, verdicts and evidence.
+
+Verdicts: PASS; FAIL (a MUST violated); WARN (a SHOULD not met: reported, the run still passes);
+INFO (a MAY or a choice the RFC leaves open: what the stack chose is recorded); UNSUPPORTED (the
+target cannot express the case); ERROR (the harness or the target broke: never a deviation).
+"""
+import os
+import shlex
+import time
+
+import pytest
+
+from . import evidence, targets
+from .agent import OpError
+from .caselab import CaseLab
+from .cleanup import REGISTRY
+from .errors import HarnessError, Unsupported
+from .requirements import LEVELS, lookup
+from .results import STATUS, Results
+from .session import Session
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("synfin", "synfin: TCP conformance")
+    group.addoption("--target", default="linux", help="stack under test (default: linux)")
+    group.addoption("--runtime", default="auto", choices=("auto", "docker", "netns"),
+                    help="where the target runs: a Docker container, or a bare network namespace; "
+                         "auto picks docker when an engine answers")
+    group.addoption("--evidence", default="failures", choices=("failures", "all"),
+                    help="keep pcap, ladder and agent log for failures only (default) or every case")
+    group.addoption("--results", default="results", help="directory for evidence and results.json")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requirement(id, level): the catalogue requirement a case checks "
+                                       "(docs/requirements.md) and its level: MUST, SHOULD, MAY or INFO")
+    config.addinivalue_line("markers", "slow: a case that waits for a real protocol timer (minutes)")
+    name = config.getoption("--target")
+    try:
+        targets.get(name)
+    except KeyError as exc:
+        raise pytest.UsageError(str(exc).strip('"')) from None
+    config.pluginmanager.register(Results(config), "synfin-results")
+    REGISTRY.install()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    problems = []
+    for item in items:
+        mark = item.get_closest_marker("requirement")
+        if mark is None:
+            if "cases" in item.path.parts:
+                problems.append(f"{item.nodeid}: a case must carry @requirement(id, level)")
+            continue
+        rid, level = _requirement(mark)
+        try:
+            lookup(rid)
+        except KeyError as exc:
+            problems.append(f"{item.nodeid}: {exc.args[0]}")
+        if level not in LEVELS:
+            problems.append(f"{item.nodeid}: level {level!r} is not one of {', '.join(LEVELS)}")
+    if problems:
+        raise pytest.UsageError("bad requirement markers:\n  " + "\n  ".join(problems))
+
+
+def _requirement(mark) -> tuple[str, str]:
+    rid = mark.args[0] if mark.args else mark.kwargs.get("id")
+    level = mark.args[1] if len(mark.args) > 1 else mark.kwargs.get("level", "MUST")
+    return rid, level
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def synfin_session(request):
+    if os.geteuid() != 0:
+        pytest.exit("synfin needs root (CAP_NET_ADMIN and CAP_NET_RAW) to build its labs; run it as root",
+                    returncode=4)
+    session = Session(request.config.getoption("--target"), request.config.getoption("--runtime"))
+    request.config._synfin_session = session
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def lab(synfin_session, request):
+    peer, target = synfin_session.new_case()
+    case = CaseLab(synfin_session, peer, target)
+    request.node._synfin_lab = case
+    yield case
+    try:
+        target.reset()
+    except HarnessError:
+        pass  # the case already reports the broken target
+
+
+# -- verdicts ---------------------------------------------------------------------------------
+def _verdict(level: str, excinfo) -> str:
+    if excinfo is None:
+        return "INFO" if level in ("INFO", "MAY") else "PASS"
+    if excinfo.errisinstance(Unsupported):
+        return "UNSUPPORTED"
+    if excinfo.errisinstance((AssertionError, OpError)):
+        return "WARN" if level == "SHOULD" else "FAIL"
+    return "ERROR"  # harness errors, and bugs in a case, are never a stack's deviation
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    mark = item.get_closest_marker("requirement")
+    if mark is None:
+        return report
+    rid, level = _requirement(mark)
+    if report.when == "setup" and report.failed:
+        _set(report, "ERROR", rid, level, _error_text(call.excinfo))
+    if report.when != "call":
+        return report
+    verdict = _verdict(level, call.excinfo)
+    message = ""
+    if verdict == "UNSUPPORTED":
+        message = str(call.excinfo.value)
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1], f"UNSUPPORTED: {message}")
+    elif verdict == "ERROR":
+        message = _error_text(call.excinfo)
+        report.longrepr = message
+    elif verdict in ("FAIL", "WARN"):
+        message = str(call.excinfo.value)
+        if verdict == "WARN":
+            report.outcome = "passed"
+    _set(report, verdict, rid, level, message)
+    case = getattr(item, "_synfin_lab", None)
+    if case is not None:
+        report.user_properties.append(("synfin_notes", {k: str(v) for k, v in case.notes.items()}))
+        report.user_properties.append(("synfin_waited", case.waited()))
+        report.user_properties.append(("synfin_wall", time.monotonic() - case.started))
+        keep = verdict in ("FAIL", "WARN", "ERROR") or item.config.getoption("--evidence") == "all"
+        if keep:
+            _write_evidence(item, report, case)
+    report.sections.append(("synfin rerun", _rerun(item)))
+    return report
+
+
+def _set(report, verdict, rid, level, message) -> None:
+    report.synfin_verdict = verdict
+    report.user_properties.append(("synfin_verdict", verdict))
+    report.user_properties.append(("synfin_requirement", [rid, level]))
+    report.user_properties.append(("synfin_message", message))
+
+
+def _error_text(excinfo) -> str:
+    exc = excinfo.value
+    if isinstance(exc, HarnessError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} in the case or harness (not a stack deviation): {exc}\n" + str(
+        excinfo.getrepr(style="short"))
+
+
+def _rerun(item) -> str:
+    cfg = item.config
+    cmd = [".venv/bin/pytest", item.nodeid, f"--target={cfg.getoption('--target')}"]
+    if cfg.getoption("--runtime") != "auto":
+        cmd.append(f"--runtime={cfg.getoption('--runtime')}")
+    return shlex.join(cmd)
+
+
+def _write_evidence(item, report, case) -> None:
+    session = case.session
+    root = os.path.join(item.config.getoption("--results"), session.spec.name)
+    where = evidence.case_dir(root, item.nodeid)
+    frames = list(session.wire.trace)
+    evidence.write_pcap(os.path.join(where, "capture.pcap"), frames, evidence.wall_offset())
+    views = case.peer.views()
+    diagram = evidence.ladder(frames, views, session.lab.addr.peer_ip, session.lab.addr.target_ip)
+    log = session.instance.log_since(case.log_marker) if session.instance else "(target gone)"
+    with open(os.path.join(where, "ladder.txt"), "w") as f:
+        f.write(diagram + "\n")
+    with open(os.path.join(where, "agent.log"), "w") as f:
+        f.write(log)
+    with open(os.path.join(where, "rerun.sh"), "w") as f:
+        f.write(_rerun(item) + "\n")
+    report.user_properties.append(("synfin_evidence", where))
+    report.sections.append(("synfin exchange (ms, numbers relative to the ISNs)", diagram))
+    report.sections.append(("synfin evidence", f"{where}/capture.pcap, ladder.txt, agent.log\n"
+                                               f"agent log of this case:\n{log[-3000:]}"))
+
+
+def pytest_report_teststatus(report, config):
+    verdict = getattr(report, "synfin_verdict", None) or dict(report.user_properties).get("synfin_verdict")
+    if verdict and (report.when == "call" or verdict == "ERROR"):
+        return STATUS[verdict]
+    return None

@@ -1,0 +1,69 @@
+"""Run results: one record per case, written as results.json and summarised in the terminal.
+
+Runs in the controller (under pytest-xdist the workers' reports arrive here), so the file and the
+summary cover every worker.
+"""
+import json
+import os
+
+STATUS = {  # verdict -> (pytest category, letter, word)
+    "PASS": ("passed", ".", "PASS"),
+    "INFO": ("info", "i", "INFO"),
+    "WARN": ("warn", "W", "WARN"),
+    "FAIL": ("failed", "F", "FAIL"),
+    "UNSUPPORTED": ("unsupported", "U", "UNSUPPORTED"),
+    "ERROR": ("error", "E", "ERROR"),
+}
+
+
+class Results:
+    def __init__(self, config):
+        self.config = config
+        self.records: list[dict] = []
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.config.getoption("--results"), self.config.getoption("--target"), "results.json")
+
+    def pytest_runtest_logreport(self, report):
+        props = dict(report.user_properties)
+        verdict = props.get("synfin_verdict")
+        if not verdict or (report.when != "call" and verdict != "ERROR"):
+            return
+        rid, level = props.get("synfin_requirement", [None, None])
+        self.records.append({
+            "case": report.nodeid, "requirement": rid, "level": level, "verdict": verdict,
+            "message": props.get("synfin_message", ""), "notes": props.get("synfin_notes", {}),
+            "duration": report.duration, "waited": props.get("synfin_waited", 0.0),
+            "evidence": props.get("synfin_evidence"), "rerun": dict(report.sections).get("synfin rerun"),
+        })
+
+    def pytest_sessionfinish(self, session):
+        if hasattr(self.config, "workerinput") or not self.records:
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        with open(self.path, "w") as f:
+            json.dump({"target": self.config.getoption("--target"),
+                       "results": sorted(self.records, key=lambda r: r["case"])}, f, indent=1)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.records:
+            return
+        tr = terminalreporter
+        tr.section(f"synfin verdicts for target {self.config.getoption('--target')}")
+        counts = {}
+        for r in self.records:
+            counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+        tr.write_line("  ".join(f"{v} {counts[v]}" for v in STATUS if v in counts))
+        order = list(STATUS)
+        for r in sorted(self.records, key=lambda r: (order.index(r["verdict"]), r["case"])):
+            if r["verdict"] == "PASS":
+                continue
+            tr.write_line(f"{r['verdict']:<11} {r['requirement']} ({r['level']})  {r['case']}")
+            if r["notes"]:
+                tr.write_line("            " + "; ".join(f"{k}: {v}" for k, v in r["notes"].items()))
+            if r["verdict"] != "INFO" and r["message"]:
+                tr.write_line("            " + r["message"].splitlines()[0])
+            if r["verdict"] in ("FAIL", "WARN", "ERROR"):
+                tr.write_line(f"            rerun: {r['rerun']}")
+        tr.write_line(f"results: {self.path}")

@@ -1,0 +1,183 @@
+"""Where a target runs: a Docker container on `--network none`, or a bare network namespace.
+
+Either way the result is an `Instance`: the path of the target's network namespace (the lab plugs
+its veth end in there), a connected agent client, and the agent's log for evidence.
+"""
+import os
+import subprocess
+import sys
+import time
+
+from . import lab as lab_mod
+from .agent import AgentClient
+from .cleanup import REGISTRY, owner_alive, owner_of, owner_prefix
+from .errors import TargetError
+
+LABEL_OWNER = "synfin.owner"
+CONTROL_DIR = "/run/synfin"
+
+
+def docker_client(timeout: float = 5.0):
+    """A client for a Docker engine that answers, or None (with the reason)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        return client, None
+    except Exception as exc:  # no socket, engine down, permission denied...
+        return None, str(exc).splitlines()[0][:200]
+
+
+class Instance:
+    """A started target; subclasses know how to read its log and stop it."""
+
+    netns: str
+    agent: AgentClient
+
+    def log_marker(self):
+        raise NotImplementedError
+
+    def log_since(self, marker) -> str:
+        raise NotImplementedError
+
+    def log_tail(self, lines: int = 30) -> str:
+        raise NotImplementedError
+
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class DockerInstance(Instance):
+    def __init__(self, client, spec, label: str, log):
+        from .images import ensure_target_image
+
+        self.name = f"{owner_prefix()}-{label}"
+        self.client = client
+        image = ensure_target_image(client, spec.name, log)
+        rundir = lab_mod.run_dir(label)
+        os.chmod(rundir, 0o777)  # the agent runs as root without CAP_DAC_OVERRIDE
+        self._undo = REGISTRY.add(f"container {self.name}", self._remove)
+        try:
+            self.container = client.containers.run(
+                image, command=["--unix", f"{CONTROL_DIR}/agent.sock"], name=self.name,
+                labels={LABEL_OWNER: str(os.getpid())}, network_mode="none", cap_drop=["ALL"],
+                volumes={rundir: {"bind": CONTROL_DIR, "mode": "rw"}}, detach=True,
+            )
+            self.container.reload()
+            pid = self.container.attrs["State"]["Pid"]
+            if not pid:
+                raise TargetError(f"container {self.name} exited at once:\n{self.log_tail()}")
+            # A path through the container's init: valid while the container runs.
+            self.netns = f"/proc/{pid}/ns/net"
+            self.agent = AgentClient.over_unix(os.path.join(rundir, "agent.sock"), name=f"{spec.name} agent",
+                                               log_tail=self.log_tail)
+        except TargetError:
+            self.stop()
+            raise
+        except Exception as exc:
+            self.stop()
+            raise TargetError(f"could not start the {spec.name} container: {exc}") from exc
+
+    def log_marker(self):
+        return time.time()
+
+    def log_since(self, marker) -> str:
+        try:
+            return self.container.logs(stdout=False, stderr=True, since=marker).decode(errors="replace")
+        except Exception as exc:
+            return f"(log unavailable: {exc})"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return self.container.logs(stdout=False, stderr=True, tail=lines).decode(errors="replace")
+        except Exception as exc:
+            return f"(log unavailable: {exc})"
+
+    def alive(self) -> bool:
+        try:
+            self.container.reload()
+            return self.container.status == "running"
+        except Exception:
+            return False
+
+    def _remove(self) -> None:
+        try:
+            self.client.containers.get(self.name).remove(force=True)
+        except Exception as exc:
+            if "No such container" not in str(exc) and "404" not in str(exc):
+                raise
+
+    def stop(self) -> None:
+        try:
+            if getattr(self, "agent", None):
+                self.agent.close()
+        finally:
+            REGISTRY.run(self._undo)
+
+
+class NetnsInstance(Instance):
+    """The agent as a host process inside a namespace of its own (no Docker needed)."""
+
+    def __init__(self, spec, label: str, log):
+        from . import netns
+
+        self.name = f"{owner_prefix()}-{label}"
+        self.netns = lab_mod.create_netns(f"{owner_prefix()}-t{label.rsplit('-', 1)[-1]}")
+        rundir = lab_mod.run_dir(label)
+        self.log_path = os.path.join(rundir, "agent.log")
+        self._log = open(self.log_path, "ab")
+        path = self.netns
+        self.proc = subprocess.Popen(
+            spec.host_agent_command(sys.executable), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, preexec_fn=lambda: netns.enter(path), close_fds=True,
+        )
+        self._undo = REGISTRY.add(f"agent pid {self.proc.pid}", self._kill)
+        self.agent = AgentClient.over_process(self.proc, name=f"{spec.name} agent", log_tail=self.log_tail)
+
+    def log_marker(self):
+        return os.path.getsize(self.log_path)
+
+    def log_since(self, marker) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(marker)
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with open(self.log_path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=5)
+        self._log.close()
+
+    def stop(self) -> None:
+        try:
+            self.agent.close()
+        finally:
+            REGISTRY.run(self._undo)
+
+
+def start(spec, runtime: str, label: str, log, client=None) -> Instance:
+    if runtime == "docker":
+        return DockerInstance(client, spec, label, log)
+    return NetnsInstance(spec, label, log)
+
+
+def sweep_containers(client) -> list[str]:
+    """Remove containers of synfin runs whose process is gone."""
+    removed = []
+    for c in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
+        pid = int(c.labels.get(LABEL_OWNER, "0") or 0)
+        if pid and not owner_alive(pid) and owner_of(c.name) == pid:
+            c.remove(force=True)
+            removed.append(f"container {c.name}")
+    return removed

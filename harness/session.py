@@ -1,0 +1,91 @@
+"""One worker's target and lab, started once per run and restarted if the target dies."""
+import os
+import sys
+import time
+
+from . import lab as lab_mod
+from . import runtime, targets
+from .errors import HarnessError, TargetError
+from .peer import Peer, Wire
+from .ports import PortPool
+from .target import Target
+
+
+def worker_index() -> int:
+    """pytest-xdist's gwN, or 0: each worker gets its own lab and address block."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+def notice(line: str) -> None:
+    print(f"synfin: {line}", file=sys.stderr, flush=True)
+
+
+def choose_runtime(requested: str):
+    """The runtime to use and a Docker client when it is Docker."""
+    if requested == "netns":
+        return "netns", None
+    client, why = runtime.docker_client()
+    if client is not None:
+        return "docker", client
+    if requested == "docker":
+        raise TargetError(f"no Docker engine answers ({why}); use --runtime=netns to run without Docker")
+    notice(f"no Docker engine answers ({why}); using --runtime=netns")
+    return "netns", None
+
+
+class Session:
+    def __init__(self, target_name: str, requested_runtime: str):
+        self.spec = targets.get(target_name)
+        self.runtime, self.client = choose_runtime(requested_runtime)
+        self.index = worker_index()
+        self.peer_ports = PortPool()
+        self.target_ports = PortPool()
+        self.instance = self.lab = self.wire = None
+        self.started_in = None
+        self._failure: HarnessError | None = None
+        removed = lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])
+        if removed:
+            notice(f"removed {len(removed)} leftovers of an earlier killed run: {', '.join(removed[:5])}"
+                   + (" ..." if len(removed) > 5 else ""))
+
+    def ensure(self) -> None:
+        """Start the target and its lab, or restart them if the target died; a failed start is
+        remembered, so the cases that follow report it at once instead of retrying a broken build."""
+        if self._failure is not None:
+            raise self._failure
+        if self.instance is not None and self.instance.alive():
+            return
+        if self.instance is not None:
+            notice(f"target {self.spec.name} died; restarting it")
+            self.close()
+        t0 = time.monotonic()
+        try:
+            label = f"{self.spec.name}-{self.index}"
+            self.instance = runtime.start(self.spec, self.runtime, label, notice, self.client)
+            self.lab = lab_mod.Lab(self.index, block=self.index).build()
+            self.lab.plug_target(self.instance.netns)
+            self.wire = Wire(self.lab)
+            self.instance.agent.call("hello")
+        except HarnessError as exc:
+            self._failure = exc
+            self.close()
+            raise
+        self.started_in = time.monotonic() - t0
+
+    def new_case(self) -> tuple[Peer, Target]:
+        self.ensure()
+        self.wire.reset_queues()
+        self.wire.trace.clear()
+        peer = Peer(self.wire, self.spec.timing, self.peer_ports)
+        return peer, Target(self.spec, self.instance, self.lab.addr)
+
+    def close(self) -> None:
+        for part in (self.wire, self.lab, self.instance):
+            if part is None:
+                continue
+            try:
+                part.close() if part is not self.instance else part.stop()
+            except Exception as exc:
+                notice(f"cleanup: {exc}")
+        self.instance = self.lab = self.wire = None

@@ -1,0 +1,125 @@
+"""The target as a case sees it: socket calls on the stack under test, through its agent.
+
+Calls return plain values (socket handles, bytes); a call the stack refuses raises
+`OpError` with the errno name (a normal observation, e.g. ECONNRESET); a call the target cannot
+express raises `Unsupported`. Sockets a case leaves open and sysctls it changes are put back
+after the case, so cases stay independent.
+"""
+from . import netns
+from .agent import OpError
+from .errors import Unsupported
+
+
+class Target:
+    def __init__(self, spec, instance, addr):
+        self.spec = spec
+        self.name = spec.name
+        self.instance = instance
+        self.addr = addr
+        self._open: set[int] = set()
+        self._sysctl_saved: dict[str, str] = {}
+
+    @property
+    def ip(self) -> str:
+        return self.addr.target_ip
+
+    def require(self, *capabilities: str) -> None:
+        missing = [c for c in capabilities if c not in self.spec.capabilities]
+        if missing:
+            raise Unsupported(f"target {self.name} cannot {', '.join(missing)}")
+
+    def call(self, op: str, **args):
+        return self.instance.agent.call(op, **args)
+
+    # -- sockets --------------------------------------------------------------------------
+    def listen(self, port: int, backlog: int = 16, **opts) -> int:
+        sock = self.call("listen", addr=self.ip, port=port, backlog=backlog, **opts)["sock"]
+        self._open.add(sock)
+        return sock
+
+    def accept(self, sock: int, timeout: float = 2.0) -> int:
+        new = self.call("accept", sock=sock, timeout=timeout)["sock"]
+        self._open.add(new)
+        return new
+
+    def connect(self, port: int, timeout: float = 2.0, **opts) -> int:
+        sock = self.call("connect", addr=self.addr.peer_ip, port=port, timeout=timeout, **opts)["sock"]
+        self._open.add(sock)
+        return sock
+
+    def start(self, op: str, **args):
+        """Start a blocking call in the background; `.wait(timeout)` returns its reply."""
+        if op == "connect":
+            args.setdefault("addr", self.addr.peer_ip)
+        return self.instance.agent.start(op, **args)
+
+    def adopt(self, sock: int) -> int:
+        """Track a socket that came back from a background call."""
+        self._open.add(sock)
+        return sock
+
+    def send(self, sock: int, data: bytes) -> int:
+        return self.call("send", sock=sock, data=data)["sent"]
+
+    def recv(self, sock: int, max: int = 65536, timeout: float = 2.0) -> bytes:
+        return self.call("recv", sock=sock, max=max, timeout=timeout)["data"]
+
+    def recv_exactly(self, sock: int, n: int, timeout: float = 2.0) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = self.recv(sock, n - len(out), timeout)
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+    def shutdown(self, sock: int, how: str) -> None:
+        if how == "rd":
+            self.require("shutdown_rd")
+        self.call("shutdown", sock=sock, how=how)
+
+    def close(self, sock: int) -> None:
+        self._open.discard(sock)
+        self.call("close", sock=sock)
+
+    def setsockopt(self, sock: int, opt: str, value) -> None:
+        self.require(opt.lower())
+        self.call("setsockopt", sock=sock, opt=opt, value=value)
+
+    def linger(self, sock: int, onoff: int, seconds: int) -> None:
+        self.setsockopt(sock, "SO_LINGER", [onoff, seconds])
+
+    def state(self, sock: int) -> str:
+        self.require("state")
+        return self.call("state", sock=sock)["state"]
+
+    def conns(self, local_port: int | None = None, remote_port: int | None = None) -> list[dict]:
+        """Every connection the stack holds, including those no socket refers to (TIME-WAIT)."""
+        self.require("conns")
+        args = {k: v for k, v in (("local_port", local_port), ("remote_port", remote_port)) if v is not None}
+        return self.call("conns", **args)["conns"]
+
+    def conn_state(self, local_port: int, remote_port: int) -> str:
+        states = [c["state"] for c in self.conns(local_port, remote_port)]
+        return states[0] if states else "CLOSED"
+
+    # -- kernel settings ------------------------------------------------------------------
+    def sysctl(self, name: str, value=None) -> str:
+        """Read, or set for this case only, a sysctl of the target's own namespace."""
+        self.require("sysctl")
+        if value is not None and name not in self._sysctl_saved:
+            self._sysctl_saved[name] = netns.sysctl(self.instance.netns, name)
+        return netns.sysctl(self.instance.netns, name, value)
+
+    # -- between cases --------------------------------------------------------------------
+    def reset(self) -> None:
+        """Close what the case left open and put changed sysctls back."""
+        for sock in sorted(self._open):
+            try:
+                self.call("close", sock=sock)
+            except OpError:
+                pass
+        self._open.clear()
+        for name, value in self._sysctl_saved.items():
+            netns.sysctl(self.instance.netns, name, value)
+        self._sysctl_saved.clear()

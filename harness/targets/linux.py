@@ -1,0 +1,15 @@
+"""The host's Linux kernel stack, seen from a container (or a bare namespace)."""
+from ..peer import Timing
+from .spec import TargetSpec
+
+TARGET = TargetSpec(
+    name="linux",
+    description="the Linux kernel's TCP stack in its own network namespace",
+    # Linux ACKs at once in quick-ack mode and delays at most 200 ms otherwise; RTO starts at 1 s.
+    timing=Timing(reply=1.0, silence=0.3, retransmit=3.5),
+    capabilities=frozenset({
+        "so_linger", "so_rcvbuf", "so_reuseaddr", "shutdown_rd", "state", "conns", "sysctl",
+        "bind_port", "timestamps",
+    }),
+    kernel=True,
+)
