@@ -155,11 +155,12 @@ class Lab:
             self._undo = None
 
 
-def create_netns(name: str) -> str:
-    """A bare namespace for a target without Docker; removed with the run."""
+def create_netns(name: str) -> tuple[str, int]:
+    """A bare namespace for a target without Docker: its path, and the token that removes it
+    (REGISTRY.run(token)); removed with the run at the latest."""
     pr_netns.create(name)
-    REGISTRY.add(f"netns {name}", lambda: name in pr_netns.listnetns() and pr_netns.remove(name))
-    return netns.netns_path(name)
+    token = REGISTRY.add(f"netns {name}", lambda: name in pr_netns.listnetns() and pr_netns.remove(name))
+    return netns.netns_path(name), token
 
 
 def run_dir(label: str) -> str:

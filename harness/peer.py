@@ -277,6 +277,17 @@ class Connection:
                 return tcp
             seen.append(tcp)
 
+    def expect_next(self, *specs, within: float | None = None, why: str = "") -> TCP:
+        """The target's very next segment must match one of `specs`: nothing may come before it
+        (so "the target stays silent until..." needs no silence window)."""
+        wanted = alternatives(*specs)
+        within = self.peer.timing.reply if within is None else within
+        tcp = self.next_segment(within)
+        if tcp is None or not wanted.match(tcp):
+            text = self._mismatch(wanted, [tcp] if tcp is not None else [], within)
+            raise Mismatch(f"{why}:\n{text}" if why else text)
+        return tcp
+
     def expect_silence(self, for_: float | None = None) -> None:
         """Nothing at all from the target on this connection for `for_` seconds."""
         for_ = self.peer.timing.silence if for_ is None else for_

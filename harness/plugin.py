@@ -17,7 +17,8 @@ from .cleanup import REGISTRY
 from .errors import HarnessError, Unsupported
 from .requirements import LEVELS, lookup
 from .results import STATUS, Results
-from .session import Session
+from .runtime import docker_client
+from .session import Session, notice
 
 
 def pytest_addoption(parser):
@@ -69,13 +70,33 @@ def _requirement(mark) -> tuple[str, str]:
     return rid, level
 
 
+def pytest_sessionstart(session):
+    """Settle --runtime=auto once, where the notice reaches the terminal (not a captured fixture)."""
+    config = session.config
+    if config.getoption("--runtime") != "auto":
+        return
+    client, why = docker_client()
+    if client is None:
+        config.option.runtime = "netns"
+        if not hasattr(config, "workerinput"):
+            notice(f"no Docker engine answers ({why}); using --runtime=netns")
+
+
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def synfin_session(request):
     if os.geteuid() != 0:
         pytest.exit("synfin needs root (CAP_NET_ADMIN and CAP_NET_RAW) to build its labs; run it as root",
                     returncode=4)
-    session = Session(request.config.getoption("--target"), request.config.getoption("--runtime"))
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def visible_notice(line: str) -> None:
+        # Image builds and restarts happen inside fixtures, whose output pytest would swallow.
+        with capture.global_and_fixture_disabled():
+            notice(line)
+
+    session = Session(request.config.getoption("--target"), request.config.getoption("--runtime"),
+                      notice=visible_notice)
     request.config._synfin_session = session
     yield session
     session.close()
@@ -99,7 +120,8 @@ def _verdict(level: str, excinfo) -> str:
         return "INFO" if level in ("INFO", "MAY") else "PASS"
     if excinfo.errisinstance(Unsupported):
         return "UNSUPPORTED"
-    if excinfo.errisinstance((AssertionError, OpError)):
+    # pytest.fail (also raised by pytest.raises when nothing is raised) is a failed check too.
+    if excinfo.errisinstance((AssertionError, OpError, pytest.fail.Exception)):
         return "WARN" if level == "SHOULD" else "FAIL"
     return "ERROR"  # harness errors, and bugs in a case, are never a stack's deviation
 

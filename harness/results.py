@@ -20,12 +20,14 @@ class Results:
     def __init__(self, config):
         self.config = config
         self.records: list[dict] = []
+        self._wall: dict[str, float] = {}  # setup + call + teardown, per case
 
     @property
     def path(self) -> str:
         return os.path.join(self.config.getoption("--results"), self.config.getoption("--target"), "results.json")
 
     def pytest_runtest_logreport(self, report):
+        self._wall[report.nodeid] = self._wall.get(report.nodeid, 0.0) + report.duration
         props = dict(report.user_properties)
         verdict = props.get("synfin_verdict")
         if not verdict or (report.when != "call" and verdict != "ERROR"):
@@ -41,6 +43,8 @@ class Results:
     def pytest_sessionfinish(self, session):
         if hasattr(self.config, "workerinput") or not self.records:
             return
+        for r in self.records:
+            r["wall"] = self._wall.get(r["case"], r["duration"])
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         with open(self.path, "w") as f:
             json.dump({"target": self.config.getoption("--target"),

@@ -126,7 +126,7 @@ class NetnsInstance(Instance):
         from . import netns
 
         self.name = f"{owner_prefix()}-{label}"
-        self.netns = lab_mod.create_netns(f"{owner_prefix()}-t{label.rsplit('-', 1)[-1]}")
+        self.netns, self._netns_undo = lab_mod.create_netns(f"{owner_prefix()}-t{label.rsplit('-', 1)[-1]}")
         rundir = lab_mod.run_dir(label)
         self.log_path = os.path.join(rundir, "agent.log")
         self._log = open(self.log_path, "ab")
@@ -164,6 +164,7 @@ class NetnsInstance(Instance):
             self.agent.close()
         finally:
             REGISTRY.run(self._undo)
+            REGISTRY.run(self._netns_undo)
 
 
 def start(spec, runtime: str, label: str, log, client=None) -> Instance:

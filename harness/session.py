@@ -21,7 +21,7 @@ def notice(line: str) -> None:
     print(f"synfin: {line}", file=sys.stderr, flush=True)
 
 
-def choose_runtime(requested: str):
+def choose_runtime(requested: str, notice=notice):
     """The runtime to use and a Docker client when it is Docker."""
     if requested == "netns":
         return "netns", None
@@ -30,23 +30,25 @@ def choose_runtime(requested: str):
         return "docker", client
     if requested == "docker":
         raise TargetError(f"no Docker engine answers ({why}); use --runtime=netns to run without Docker")
-    notice(f"no Docker engine answers ({why}); using --runtime=netns")
+    notice(f"no Docker engine answers ({why}); using --runtime=netns")  # reached only outside pytest
     return "netns", None
 
 
 class Session:
-    def __init__(self, target_name: str, requested_runtime: str):
+    def __init__(self, target_name: str, requested_runtime: str, notice=notice):
+        self.notice = notice
         self.spec = targets.get(target_name)
-        self.runtime, self.client = choose_runtime(requested_runtime)
+        self.runtime, self.client = choose_runtime(requested_runtime, notice)
         self.index = worker_index()
         self.peer_ports = PortPool()
         self.target_ports = PortPool()
         self.instance = self.lab = self.wire = None
+        self.generation = 0  # a restarted target gets new link names: scapy caches names → ifindex
         self.started_in = None
         self._failure: HarnessError | None = None
         removed = lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])
         if removed:
-            notice(f"removed {len(removed)} leftovers of an earlier killed run: {', '.join(removed[:5])}"
+            self.notice(f"removed {len(removed)} leftovers of an earlier killed run: {', '.join(removed[:5])}"
                    + (" ..." if len(removed) > 5 else ""))
 
     def ensure(self) -> None:
@@ -57,20 +59,23 @@ class Session:
         if self.instance is not None and self.instance.alive():
             return
         if self.instance is not None:
-            notice(f"target {self.spec.name} died; restarting it")
+            self.notice(f"target {self.spec.name} died; restarting it")
             self.close()
         t0 = time.monotonic()
         try:
             label = f"{self.spec.name}-{self.index}"
-            self.instance = runtime.start(self.spec, self.runtime, label, notice, self.client)
-            self.lab = lab_mod.Lab(self.index, block=self.index).build()
+            self.instance = runtime.start(self.spec, self.runtime, label, self.notice, self.client)
+            self.lab = lab_mod.Lab(self.index + 100 * self.generation, block=self.index).build()
+            self.generation += 1
             self.lab.plug_target(self.instance.netns)
             self.wire = Wire(self.lab)
             self.instance.agent.call("hello")
-        except HarnessError as exc:
-            self._failure = exc
+        except Exception as exc:
+            failure = exc if isinstance(exc, HarnessError) else TargetError(
+                f"could not start target {self.spec.name}: {type(exc).__name__}: {exc}")
+            self._failure = failure
             self.close()
-            raise
+            raise failure from exc
         self.started_in = time.monotonic() - t0
 
     def new_case(self) -> tuple[Peer, Target]:
@@ -87,5 +92,5 @@ class Session:
             try:
                 part.close() if part is not self.instance else part.stop()
             except Exception as exc:
-                notice(f"cleanup: {exc}")
+                self.notice(f"cleanup: {exc}")
         self.instance = self.lab = self.wire = None

@@ -1,0 +1,112 @@
+"""Nothing synfin makes outlives it: normal exit, SIGTERM, and SIGKILL followed by a later run's sweep."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from pyroute2 import IPRoute, netns as pr_netns
+
+from harness import lab as lab_mod
+from harness import runtime
+from harness.cleanup import owner_prefix
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs root")
+
+# A run in miniature: start the linux target and its lab, say so, then wait to be ended.
+CHILD = """
+import sys, time
+from harness.cleanup import REGISTRY
+from harness.session import Session
+REGISTRY.install()
+s = Session("linux", sys.argv[1])
+s.ensure()
+print("ready", flush=True)
+if sys.argv[2] == "exit":
+    sys.exit(0)          # no close(): atexit must clean up
+time.sleep(600)
+"""
+
+
+def runtimes():
+    client, _ = runtime.docker_client()
+    return ["netns"] + (["docker"] if client else [])
+
+
+def leftovers(pid: int) -> list[str]:
+    prefix = owner_prefix(pid)
+    found = [f"netns {n}" for n in pr_netns.listnetns() if n.startswith(prefix + "-")]
+    with IPRoute() as ip:
+        found += [f"link {l.get_attr('IFLA_IFNAME')}" for l in ip.get_links()
+                  if l.get_attr("IFLA_IFNAME").startswith(prefix)]
+    if os.path.isdir(lab_mod.RUN_ROOT):
+        found += [f"dir {d}" for d in os.listdir(lab_mod.RUN_ROOT) if d.startswith(prefix + "-")]
+    client, _ = runtime.docker_client()
+    if client:
+        found += [f"container {c.name}" for c in client.containers.list(all=True) if c.name.startswith(prefix + "-")]
+    return found
+
+
+def start_child(rt: str, mode: str = "wait") -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, rt, mode], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if line.strip() != "ready":
+        proc.kill()
+        pytest.fail(f"child did not start: {line!r} {proc.stderr.read()[-2000:]}")
+    return proc
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while (left := leftovers(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.mark.parametrize("rt", runtimes())
+def test_sigkilled_run_leaves_objects_that_the_next_run_sweeps(rt):
+    proc = start_child(rt)
+    try:
+        assert any(x.startswith("netns") for x in leftovers(proc.pid))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        left = leftovers(proc.pid)
+        assert left, "a SIGKILLed run cannot clean up; its objects must still be there before the sweep"
+        client = runtime.docker_client()[0]
+        removed = lab_mod.sweep() + (runtime.sweep_containers(client) if client else [])
+        assert any(f"{owner_prefix(proc.pid)}-" in r for r in removed)
+        assert wait_gone(proc.pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("rt", runtimes())
+def test_sigterm_cleans_up_at_once(rt):
+    proc = start_child(rt)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    assert proc.returncode == -signal.SIGTERM
+    assert wait_gone(proc.pid, timeout=2) == []
+
+
+def test_normal_exit_without_close_cleans_up():
+    proc = start_child("netns", mode="exit")
+    proc.wait(timeout=20)
+    assert proc.returncode == 0
+    assert wait_gone(proc.pid, timeout=2) == []
+
+
+def test_sweep_leaves_a_live_runs_objects_alone():
+    proc = start_child("netns")
+    try:
+        before = leftovers(proc.pid)
+        lab_mod.sweep()
+        assert leftovers(proc.pid) == before
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert wait_gone(proc.pid, timeout=2) == []

@@ -1,0 +1,163 @@
+"""Faults end in one clear line and an ERROR verdict, never a hang, a FAIL or leftovers.
+
+Each test runs a small case file through pytest in a subprocess, as a user would, and reads the
+verdicts from its results.json.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness import runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs root")
+needs_docker = pytest.mark.skipif(runtime.docker_client()[0] is None, reason="needs a Docker engine")
+
+HEADER = """
+import os, signal, docker
+from harness.markers import requirement
+from harness.segments import Seg
+"""
+
+
+def run_cases(tmp_path, body: str, *args, env=None, timeout=120, extra=""):
+    cases = tmp_path / "cases"
+    cases.mkdir(exist_ok=True)
+    (cases / "test_fault.py").write_text(HEADER + textwrap.dedent(body) + extra)
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "pytest", str(cases), "-p", "harness.plugin", "-p", "no:cacheprovider",
+           f"--results={results}", "-q", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    path = results / "linux" / "results.json"
+    verdicts = {}
+    if path.exists():
+        verdicts = {r["case"].rsplit("::", 1)[1]: r for r in json.loads(path.read_text())["results"]}
+    return proc, verdicts
+
+
+PASSING = """
+@requirement("R9293-3.10.7.2/third", "MUST")
+def test_after(lab):
+    port = lab.port()
+    lab.target.listen(port)
+    lab.peer.connect(port)
+"""
+
+
+@needs_docker
+def test_container_dying_mid_case_is_an_error_and_the_next_case_gets_a_new_target(tmp_path):
+    proc, verdicts = run_cases(tmp_path, """
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_dies(lab):
+            port = lab.port()
+            lab.target.listen(port)
+            docker.from_env().containers.get(lab.session.instance.name).kill()
+            lab.target.listen(lab.port())
+        """, "--runtime=docker", extra=PASSING)
+    assert verdicts["test_dies"]["verdict"] == "ERROR", proc.stdout
+    first = verdicts["test_dies"]["message"].splitlines()[0]
+    assert first.startswith("AgentError: agent linux agent") and "listen" in first
+    assert verdicts["test_after"]["verdict"] == "PASS", proc.stdout + proc.stderr
+    assert "restarting it" in proc.stderr
+
+
+def test_agent_crash_mid_case_is_an_error_with_the_agents_log(tmp_path):
+    proc, verdicts = run_cases(tmp_path, """
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_crash(lab):
+            os.kill(lab.session.instance.proc.pid, signal.SIGKILL)
+            lab.target.listen(lab.port())
+        """, "--runtime=netns", extra=PASSING)
+    record = verdicts["test_crash"]
+    assert record["verdict"] == "ERROR"
+    assert "agent exited" in record["message"].splitlines()[0]
+    assert '"op":"hello"' in record["message"] or "hello" in record["message"]  # the log tail
+    assert verdicts["test_after"]["verdict"] == "PASS"
+    assert proc.returncode == 1
+
+
+def test_agent_hang_is_an_error_within_the_deadline(tmp_path):
+    proc, verdicts = run_cases(tmp_path, """
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_hang(lab):
+            os.kill(lab.session.instance.proc.pid, signal.SIGSTOP)
+            try:
+                lab.target.call("listen", addr=lab.target.ip, port=lab.port(), timeout=0.5)
+            finally:
+                os.kill(lab.session.instance.proc.pid, signal.SIGCONT)
+        """, "--runtime=netns", timeout=60)
+    record = verdicts["test_hang"]
+    assert record["verdict"] == "ERROR"
+    assert "no reply within" in record["message"].splitlines()[0]
+    assert record["duration"] < 10
+
+
+def test_a_stack_deviation_is_a_fail_and_a_should_is_a_warning(tmp_path):
+    proc, verdicts = run_cases(tmp_path, """
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_must(lab):
+            port = lab.port()
+            lab.target.listen(port)
+            conn = lab.peer.connection(port)
+            conn.syn()
+            conn.expect(Seg("R"), within=0.2)   # Linux answers SYN-ACK: a deviation from this spec
+
+        @requirement("SHLD-3", "SHOULD")
+        def test_should(lab):
+            port = lab.port()
+            lab.target.listen(port)
+            conn = lab.peer.connection(port)
+            conn.syn()
+            conn.expect(Seg("R"), within=0.2)
+        """, "--runtime=netns")
+    assert verdicts["test_must"]["verdict"] == "FAIL"
+    assert "received instead:\n    SYN,ACK seq=0 ack=1" in verdicts["test_must"]["message"]
+    assert verdicts["test_should"]["verdict"] == "WARN"
+    assert proc.returncode == 1  # the MUST fails the run; the SHOULD alone would not
+    assert "rerun: .venv/bin/pytest" in proc.stdout
+    evidence = verdicts["test_must"]["evidence"]
+    assert os.path.getsize(os.path.join(evidence, "capture.pcap")) > 24
+    assert "SYN,ACK" in open(os.path.join(evidence, "ladder.txt")).read()
+
+
+def test_unknown_target_lists_the_known_ones(tmp_path):
+    proc, _ = run_cases(tmp_path, PASSING, "--target=nosuch")
+    assert proc.returncode == 4
+    assert "unknown target 'nosuch'; known targets: linux" in proc.stderr
+
+
+def test_unknown_requirement_id_is_refused(tmp_path):
+    proc, _ = run_cases(tmp_path, """
+        @requirement("MUST-999", "MUST")
+        def test_x(lab):
+            pass
+        """)
+    assert proc.returncode == 4
+    assert "requirement id 'MUST-999' is not in" in proc.stderr
+
+
+def test_no_docker_engine_falls_back_to_netns_with_a_notice(tmp_path):
+    proc, verdicts = run_cases(tmp_path, PASSING, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert "no Docker engine answers" in proc.stderr and "using --runtime=netns" in proc.stderr
+    assert verdicts["test_after"]["verdict"] == "PASS"
+
+
+def test_docker_required_but_absent_is_one_error_line(tmp_path):
+    proc, verdicts = run_cases(tmp_path, PASSING, "--runtime=docker",
+                               env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    message = verdicts["test_after"]["message"]
+    assert verdicts["test_after"]["verdict"] == "ERROR"
+    assert message.startswith("TargetError: no Docker engine answers")
+
+
+@needs_docker
+def test_image_build_failure_is_an_error_naming_the_image(tmp_path):
+    proc, verdicts = run_cases(tmp_path, PASSING, "--runtime=docker",
+                               env={"SYNFIN_BASE_IMAGE": "synfin-no-such-base:1"})
+    assert verdicts["test_after"]["verdict"] == "ERROR"
+    assert "synfin-no-such-base:1" in verdicts["test_after"]["message"].splitlines()[0]
