@@ -1,6 +1,6 @@
 """Simultaneous close (RFC 9293 §3.6 case 3, Figure 13): FINs cross, both ends pass CLOSING."""
 from harness.markers import requirement
-from harness.segments import Seg, seq_add
+from harness.segments import Seg, describe, seq_add
 
 
 @requirement("R9293-3.6", "MUST")
