@@ -25,9 +25,11 @@ def write_pcap(path: str, frames, wall_offset: float) -> None:
 
 
 def ladder(frames, views: dict[int, SeqView], peer_ip: str, target_ip: str) -> str:
-    """The exchange as a two-column ladder, times in ms from the first frame, numbers relative."""
+    """The case's own connections as a two-column ladder, times in ms from the first frame,
+    numbers relative (the pcap keeps everything else that crossed the link)."""
     tcp_frames = [(fr, Ether(fr.data)) for fr in frames]
     tcp_frames = [(fr, p[TCP]) for fr, p in tcp_frames if TCP in p]
+    tcp_frames = [(fr, t) for fr, t in tcp_frames if (t.sport if fr.outgoing else t.dport) in views]
     if not tcp_frames:
         return "(no segments were exchanged)"
     t0 = tcp_frames[0][0].t

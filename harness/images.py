@@ -178,4 +178,18 @@ def ensure_target_image(client, name: str, log: Log) -> str:
         except docker.errors.APIError as exc:
             raise TargetError(f"image synfin-{name} failed to build: {exc}") from None
         log(f"built image {tag} in {time.monotonic() - started:.1f} s")
+        _prune(client, f"synfin-{name}", keep=tag, log=log)
     return tag
+
+
+def _prune(client, repository: str, keep: str, log: Log) -> None:
+    """Drop the superseded builds of a target, so cached images do not pile up on the machine."""
+    for image in client.images.list(name=repository):
+        if keep in image.tags:
+            continue
+        for old in image.tags:
+            try:
+                client.images.remove(old)
+                log(f"removed superseded image {old}")
+            except docker.errors.APIError:
+                pass  # still used by a container of a run going on: a later build removes it

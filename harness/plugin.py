@@ -82,12 +82,21 @@ def pytest_sessionstart(session):
             notice(f"no Docker engine answers ({why}); using --runtime=netns")
 
 
+def missing_capabilities() -> list[str]:
+    """The capabilities a run needs that this process lacks (from /proc/self/status CapEff)."""
+    with open("/proc/self/status") as f:
+        eff = next((int(line.split()[1], 16) for line in f if line.startswith("CapEff:")), 0)
+    needed = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_ADMIN": 21}  # SYS_ADMIN: setns, netns mounts
+    return [name for name, bit in needed.items() if not eff & (1 << bit)]
+
+
 # -- fixtures -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def synfin_session(request):
-    if os.geteuid() != 0:
-        pytest.exit("synfin needs root (CAP_NET_ADMIN and CAP_NET_RAW) to build its labs; run it as root",
-                    returncode=4)
+    missing = missing_capabilities()
+    if missing:
+        pytest.exit(f"synfin needs {' and '.join(missing)} to build its labs and send raw segments; "
+                    "run it as root", returncode=4)
     capture = request.config.pluginmanager.getplugin("capturemanager")
 
     def visible_notice(line: str) -> None:
@@ -135,6 +144,7 @@ def pytest_runtest_makereport(item, call):
     rid, level = _requirement(mark)
     if report.when == "setup" and report.failed:
         _set(report, "ERROR", rid, level, _error_text(call.excinfo))
+        report.sections.append(("synfin rerun", _rerun(item)))
     if report.when != "call":
         return report
     verdict = _verdict(level, call.excinfo)

@@ -74,13 +74,28 @@ class DockerInstance(Instance):
             # A path through the container's init: valid while the container runs.
             self.netns = f"/proc/{pid}/ns/net"
             self.agent = AgentClient.over_unix(os.path.join(rundir, "agent.sock"), name=f"{spec.name} agent",
-                                               log_tail=self.log_tail)
+                                               log_tail=self.log_tail, exit_code=self._exit_code)
         except TargetError:
             self.stop()
             raise
         except Exception as exc:
             self.stop()
             raise TargetError(f"could not start the {spec.name} container: {exc}") from exc
+
+    def _exit_code(self, wait: float):
+        """The container's exit code once it has stopped (within `wait` s), else None."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.container.reload()
+            except Exception:
+                return None
+            state = self.container.attrs["State"]
+            if state["Status"] in ("exited", "dead"):
+                return state["ExitCode"]
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def log_marker(self):
         return time.time()

@@ -113,8 +113,14 @@ class Target:
 
     # -- between cases --------------------------------------------------------------------
     def reset(self) -> None:
-        """Close what the case left open and put changed sysctls back."""
+        """Abort what the case left open (one RST, no FIN retransmissions leaking into later
+        cases' captures) and put changed sysctls back."""
         for sock in sorted(self._open):
+            try:
+                if "so_linger" in self.spec.capabilities:
+                    self.call("setsockopt", sock=sock, opt="SO_LINGER", value=[1, 0])
+            except OpError:
+                pass
             try:
                 self.call("close", sock=sock)
             except OpError:

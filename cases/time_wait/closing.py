@@ -1,0 +1,41 @@
+"""Bringing the target into TIME-WAIT as the active closer (RFC 9293 §3.6, Figure 12)."""
+from harness.errors import Unsupported
+from harness.segments import Seg, seq_add
+
+
+def tsval(tcp) -> int | None:
+    """The TSval of a segment's Timestamp option, or None."""
+    for name, value in tcp.options:
+        if name == "Timestamp":
+            return value[0]
+    return None
+
+
+def close_first(lab, conn, sock):
+    """The target closes; the peer ACKs its FIN, then sends its own FIN, which the target ACKs.
+
+    Afterwards conn.rcv_nxt is the target's SND.NXT (its FIN + 1) and conn.snd_nxt the peer's
+    (its FIN + 1). Returns the peer's FIN as sent: its TSval is the last one the target saw.
+    """
+    lab.target.close(sock)
+    their_fin = conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, note="the target's FIN"))
+    conn.ack()
+    fin = conn.fin()
+    conn.expect(Seg("A", seq=seq_add(their_fin.seq, 1), ack=conn.snd_nxt, length=0,
+                    note="ACK of the peer's FIN"))
+    return fin
+
+
+def into_time_wait(lab, **conn_kw):
+    """Passive open (the listener stays open), then close_first: (conn, listener, peer's FIN)."""
+    conn, listener, sock = lab.passive_open(**conn_kw)
+    fin = close_first(lab, conn, sock)
+    return conn, listener, fin
+
+
+def read_sysctl(lab, name: str) -> str:
+    """A sysctl's value, or "n/a" on targets without sysctls (the case still runs)."""
+    try:
+        return lab.target.sysctl(name)
+    except Unsupported:
+        return "n/a"

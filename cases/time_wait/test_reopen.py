@@ -1,0 +1,195 @@
+"""Reopening a 4-tuple that is in TIME-WAIT (RFC 9293 §3.6.1 MAY-2, SHLD-4; RFC 6191)."""
+from harness.agent import OpError
+from harness.markers import requirement
+from harness.peer import Mismatch
+from harness.segments import Seg, describe, seq_add, seq_diff
+
+from .closing import close_first, into_time_wait, read_sysctl, tsval
+
+
+def _above(new: int, old: int) -> bool:
+    """new lies above old in sequence (or timestamp) space: (new - old) mod 2^32 in (0, 2^31)."""
+    return seq_diff(new, old) > 0
+
+
+def _check_new_iss(lab, old, synack, syn_ts=None) -> None:
+    """MAY-2 (1) for the SYN,ACK that reopened the tuple: its ISS lies above the old incarnation's
+    SND.NXT; with timestamps, its TSecr echoes the SYN's TSval (RFC 7323 §3.2)."""
+    lab.note("new_iss_minus_old_snd_nxt", seq_diff(synack.seq, old.rcv_nxt))
+    assert _above(synack.seq, old.rcv_nxt), (
+        f"MAY-2 (1): the new ISS {synack.seq:#010x} is not above the old connection's SND.NXT "
+        f"{old.rcv_nxt:#010x}")
+    if syn_ts is not None:
+        echoed = [v[1] for n, v in synack.options if n == "Timestamp"]
+        assert echoed == [syn_ts], f"SYN,ACK TSecr {echoed} should echo the SYN's TSval {syn_ts}"
+
+
+@requirement("MAY-2", "INFO")
+def test_syn_with_higher_sequence_number_reopens_time_wait(lab):
+    """§3.6.1: TIME-WAIT "MAY accept a new SYN from the remote TCP endpoint to reopen the connection
+    directly from TIME-WAIT state (MAY-2), if it: (1) assigns its initial sequence number for the
+    new connection to be larger than the largest sequence number it used on the previous
+    connection incarnation". The SYN carries no timestamps and SEQ = old RCV.NXT + 100000, so
+    only the sequence rule can admit it. Whether the stack reopens is recorded; if it does, (1)
+    is checked."""
+    old, listener, _ = into_time_wait(lab)
+    new = lab.peer.connection(old.dport, sport=old.sport, iss=seq_add(old.snd_nxt, 100000))
+    new.syn()
+    reply = new.next_segment(within=lab.timing.reply)
+    if reply is None or not Seg("SA", ack=seq_add(new.iss, 1)).matches(reply):
+        lab.note("reopen_rule", "sequence rule not used: SYN answered by "
+                 + (describe(reply, new.view, True) if reply is not None else "nothing"))
+        return
+    _check_new_iss(lab, old, reply)
+    new.ack()
+    sock = lab.target.accept(listener)
+    assert lab.target.state(sock) == "ESTABLISHED"
+    lab.note("reopen_rule", "sequence (SYN without timestamps, SEQ above RCV.NXT, accepted)")
+
+
+@requirement("SHLD-4", "SHOULD")
+def test_syn_with_newer_timestamp_reopens_time_wait(lab):
+    """§3.6.1: "When the TCP Timestamp Options are available, an improved algorithm is described
+    in [40] (RFC 6191) ... that SHOULD be implemented (SHLD-4)"; §3.10.7.4 first: with it, the
+    sequence check "is not applicable for incoming SYN segments with Timestamp Options, received
+    on a connection in the TIME-WAIT state". Old connection with timestamps; the new SYN has a
+    LOWER SEQ (old RCV.NXT - 10^6) but a TSval 1000 above the last one the target saw, so only the
+    timestamp rule can admit it: SYN,ACK with ISS above the old SND.NXT, then accept()."""
+    lab.target.require("timestamps")
+    old, listener, fin = into_time_wait(lab, timestamps=True)
+    last_ts = tsval(fin)
+    assert last_ts is not None and old.ts_recent is not None, "timestamps were not negotiated"
+    new = lab.peer.connection(old.dport, sport=old.sport, iss=seq_add(old.snd_nxt, -10**6),
+                              timestamps=True)
+
+    def ts_option():
+        # The new incarnation's clock continues the old one's, 1000 ticks ahead (so >= syn_ts).
+        return ("Timestamp", (seq_add(old.tsval(), 1000), new.ts_recent or 0))
+
+    syn_ts = seq_add(last_ts, 1000)
+    new.syn(options=[("MSS", new.mss), ("Timestamp", (syn_ts, 0))])
+    synack = new.expect(Seg("SA", ack=seq_add(new.iss, 1), note="SYN,ACK: the tuple is reopened"))
+    _check_new_iss(lab, old, synack, syn_ts)
+    new.ack(options=[ts_option()])
+    sock = lab.target.accept(listener)
+    assert lab.target.state(sock) == "ESTABLISHED"
+    lab.note("reopen_rule", "timestamps (SYN with lower SEQ but newer TSval accepted)")
+
+
+def _reconnect(lab, old, local_port: int | None, **conn_kw):
+    """connect() again to the same peer address and port, from `local_port` (bound, with
+    SO_REUSEADDR) or from a port the stack picks: (new connection with its handshake completed,
+    its SYN, None), or (None, None, errno) when the stack refuses."""
+    args = {"port": old.sport, "timeout": 3.0}
+    if local_port is not None:
+        args.update(bind_addr=lab.target.ip, bind_port=local_port, reuseaddr=True)
+    job = lab.target.start("connect", **args)
+    try:
+        job.wait(timeout=0.05)  # a refusal (bind/connect errno) comes at once
+    except OpError as exc:
+        if exc.errno != "timeout":
+            return None, None, exc.errno
+    else:
+        raise AssertionError("connect() returned before the peer answered any SYN")
+    try:
+        new = lab.peer.expect_syn(old.sport, **conn_kw)
+    except Mismatch:
+        try:
+            job.wait(timeout=3.0)
+        except OpError as exc:
+            return None, None, exc.errno
+        raise AssertionError("connect() succeeded without a SYN on the wire") from None
+    syn = new.received[-1]
+    new.syn(ack=True)
+    new.expect(Seg("A", seq=new.rcv_nxt, ack=seq_add(new.iss, 1), note="final ACK of the handshake"))
+    sock = lab.target.adopt(job.wait(timeout=3.0)["sock"])
+    assert lab.target.state(sock) == "ESTABLISHED"
+    return new, syn, None
+
+
+def _check_reused(lab, old, syn, old_ts=None) -> None:
+    """The SYN of the new incarnation: SEQ above the old SND.NXT (MAY-2 (1)) and, with
+    timestamps, TSval above the old connection's last one (so PAWS, RFC 7323 §5, holds)."""
+    lab.note("new_iss_minus_old_snd_nxt", seq_diff(syn.seq, old.rcv_nxt))
+    assert _above(syn.seq, old.rcv_nxt), (
+        f"the new SYN's SEQ {syn.seq:#010x} is not above the old SND.NXT {old.rcv_nxt:#010x}")
+    if old_ts is not None:
+        new_ts = tsval(syn)
+        assert new_ts is not None and _above(new_ts, old_ts), (
+            f"the new SYN's TSval {new_ts} is not above the old connection's last TSval {old_ts}")
+
+
+def _into_time_wait_from_active_open(lab, bind_port=None, **conn_kw):
+    """The target connects (from `bind_port` if given) and closes first: the old connection."""
+    conn, sock = lab.active_open(bind_port=bind_port, **conn_kw)
+    close_first(lab, conn, sock)
+    assert lab.target.conn_state(conn.dport, conn.sport) == "TIME-WAIT"
+    if conn_kw.get("timestamps"):
+        assert tsval(conn.received[0]) is not None, "the target's SYN carried no Timestamp option"
+        assert conn.ts_recent is not None, "timestamps were not negotiated"
+    return conn
+
+
+@requirement("SHLD-4", "INFO")
+def test_target_reconnects_from_its_bound_time_wait_port_with_timestamps(lab):
+    """§3.6.1 MAY-2/SHLD-4 from the closer's own side: the target reopens a 4-tuple it holds in
+    TIME-WAIT by binding the same local port (SO_REUSEADDR) and connecting again. Safe only if
+    the new SYN's SEQ is above every sequence number of the old incarnation (MAY-2 (1)) and, with
+    timestamps, its TSval above the old ones so PAWS (RFC 7323 §5) rejects old duplicates.
+    Whether the stack allows it is recorded; if it does, SEQ and TSval are checked. (Linux
+    allows it for an explicitly bound port whenever timestamps were used, whatever
+    net.ipv4.tcp_tw_reuse says.)"""
+    lab.target.require("bind_port", "timestamps")
+    lab.note("net.ipv4.tcp_tw_reuse", read_sysctl(lab, "net.ipv4.tcp_tw_reuse"))
+    local_port = lab.port()
+    old = _into_time_wait_from_active_open(lab, bind_port=local_port, timestamps=True)
+    new, syn, errno = _reconnect(lab, old, local_port, timestamps=True)
+    if new is None:
+        lab.note("reuse", f"refused: connect() failed with {errno}")
+        return
+    lab.note("reuse", "allowed (bound port, timestamps)")
+    _check_reused(lab, old, syn, old.ts_recent)
+
+
+@requirement("MAY-2", "INFO")
+def test_target_reconnects_from_its_bound_time_wait_port_without_timestamps(lab):
+    """§3.6.1 MAY-2 from the closer's own side, without timestamps: reopening is safe only if the
+    new ISS is above the old incarnation's sequence numbers (MAY-2 (1)), and nothing but the
+    sequence number protects the new incarnation from old duplicates. The outcome is recorded
+    (Linux refuses: connect() fails with EADDRNOTAVAIL); if the stack reuses, SEQ is checked."""
+    lab.target.require("bind_port")
+    lab.note("net.ipv4.tcp_tw_reuse", read_sysctl(lab, "net.ipv4.tcp_tw_reuse"))
+    local_port = lab.port()
+    old = _into_time_wait_from_active_open(lab, bind_port=local_port)
+    new, syn, errno = _reconnect(lab, old, local_port)
+    if new is None:
+        lab.note("reuse", f"refused: connect() failed with {errno}")
+        return
+    lab.note("reuse", "allowed (bound port, sequence numbers only)")
+    _check_reused(lab, old, syn)
+
+
+@requirement("SHLD-4", "INFO")
+def test_target_reuses_a_time_wait_port_as_ephemeral_port_with_tcp_tw_reuse(lab):
+    """§3.6.1 MAY-2/SHLD-4, the stack's own choice of local port: with only one ephemeral port
+    available (net.ipv4.ip_local_port_range pinned to it), the second connect() to the same peer
+    address and port needs the tuple held in TIME-WAIT. Linux grants it under net.ipv4.tcp_tw_reuse
+    = 1 (set here; the default 2 means loopback only) with timestamps, once 1 s
+    (tcp_tw_reuse_delay) has passed since the last timestamp. Outcome recorded; if reused, the
+    new SYN's SEQ and TSval are checked as above the old incarnation's."""
+    lab.target.require("timestamps")
+    lab.note("net.ipv4.tcp_tw_reuse (default)", read_sysctl(lab, "net.ipv4.tcp_tw_reuse"))
+    lab.note("net.ipv4.tcp_tw_reuse_delay", read_sysctl(lab, "net.ipv4.tcp_tw_reuse_delay"))
+    port = lab.port()
+    lab.target.sysctl("net.ipv4.ip_local_port_range", f"{port} {port}")
+    lab.target.sysctl("net.ipv4.tcp_tw_reuse", 1)
+    old = _into_time_wait_from_active_open(lab, timestamps=True)
+    assert old.dport == port, f"the stack connected from {old.dport}, outside ip_local_port_range"
+    lab.peer.wait(1.1)  # Linux reuses only tcp_tw_reuse_delay (1 s) after the last timestamp
+    new, syn, errno = _reconnect(lab, old, None, timestamps=True)
+    if new is None:
+        lab.note("reuse", f"refused: connect() failed with {errno}")
+        return
+    assert new.dport == port
+    lab.note("reuse", "allowed (tcp_tw_reuse=1, timestamps)")
+    _check_reused(lab, old, syn, old.ts_recent)
