@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute, NetNS, netns as pr_netns
+from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.ethtool import Ethtool
 
 from . import netns
@@ -172,23 +173,30 @@ def run_dir(label: str) -> str:
 
 
 def sweep() -> list[str]:
-    """Remove namespaces, links and run directories left by synfin runs whose process is gone."""
+    """Remove namespaces, links and run directories left by synfin runs whose process is gone.
+
+    Two workers of one run may sweep at once: an object the other one removed first is skipped."""
     removed = []
+
+    def remove(what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+            removed.append(what)
+        except (OSError, NetlinkError):
+            pass
+
     for name in pr_netns.listnetns():
         pid = owner_of(name)
         if pid is not None and not owner_alive(pid):
-            pr_netns.remove(name)
-            removed.append(f"netns {name}")
+            remove(f"netns {name}", pr_netns.remove, name)
     with IPRoute() as ip:
         for link in ip.get_links():
             name = link.get_attr("IFLA_IFNAME")
             pid = owner_of(name)
             if pid is not None and not owner_alive(pid):
-                ip.link("del", index=link["index"])
-                removed.append(f"link {name}")
+                remove(f"link {name}", lambda idx=link["index"]: ip.link("del", index=idx))
     for entry in os.listdir(RUN_ROOT) if os.path.isdir(RUN_ROOT) else ():
         pid = owner_of(entry)
         if pid is not None and not owner_alive(pid):
-            shutil.rmtree(os.path.join(RUN_ROOT, entry), ignore_errors=True)
-            removed.append(f"dir {RUN_ROOT}/{entry}")
+            remove(f"dir {RUN_ROOT}/{entry}", shutil.rmtree, os.path.join(RUN_ROOT, entry))
     return removed

@@ -194,6 +194,9 @@ def sweep_containers(client) -> list[str]:
     for c in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
         pid = int(c.labels.get(LABEL_OWNER, "0") or 0)
         if pid and not owner_alive(pid) and owner_of(c.name) == pid:
-            c.remove(force=True)
-            removed.append(f"container {c.name}")
+            try:
+                c.remove(force=True)
+                removed.append(f"container {c.name}")
+            except Exception:  # another worker of the same run got there first
+                pass
     return removed
