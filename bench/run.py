@@ -3,7 +3,9 @@
     .venv/bin/python bench/run.py [--target=linux] [--workers=N] [--repeat=3]
 
 Overhead of a case = its wall time (setup + call + teardown) minus the waits it asked for
-(expect_silence windows, lab.peer.wait). Slow cases (real protocol timers) are left out. The first
+(expect_silence windows, lab.peer.wait); it still contains the stack's own reaction times
+(delayed ACKs, retransmission timers), so a second figure also leaves out the time the peer spent
+blocked waiting for the target's segments. Slow cases (real protocol timers) are left out. The first
 run also pays for the target's start; each repeat is a fresh pytest process, as a user runs it.
 """
 import argparse
@@ -43,19 +45,23 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    walls, overheads, counts = [], [], {}
+    walls, overheads, own, counts = [], [], [], {}
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as results:
             wall, records = one_run(args.target, args.workers, results)
         walls.append(wall)
         for r in records:
             overheads.append((r["wall"] - r["waited"]) * 1000)
+            # Silence windows are spent blocked too: count them once.
+            own.append((r["wall"] - max(r["waited"], r["blocked"])) * 1000)
             counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     print(f"target {args.target}, {args.workers} worker(s), {args.repeat} runs, "
           f"{len(overheads) // args.repeat} cases per run (slow cases excluded)")
     print(f"verdicts over all runs: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
     print(f"per-case harness overhead (ms): median {statistics.median(overheads):.1f}  "
           f"p90 {pct(overheads, 90):.1f}  max {max(overheads):.1f}")
+    print(f"  of which the harness's own time, not blocked on the target's segments (ms): "
+          f"median {statistics.median(own):.1f}  p90 {pct(own, 90):.1f}")
     print(f"whole run wall time (s): {', '.join(f'{w:.2f}' for w in walls)}  "
           f"(median {statistics.median(walls):.2f}; includes interpreter start, collection, target start)")
 

@@ -104,6 +104,16 @@ class AgentClient:
         self._broken: Optional[str] = None
         self._closed = False
 
+    @property
+    def healthy(self) -> bool:
+        """The channel is open and the agent has not hung up (checked without a round trip:
+        between calls an agent sends nothing, so a readable channel means it closed)."""
+        if self._broken is not None or self._closed:
+            return False
+        poller = select.poll()
+        poller.register(self._rfd, select.POLLIN | select.POLLHUP)
+        return not poller.poll(0)
+
     # -- constructors --------------------------------------------------------
 
     @classmethod

@@ -13,6 +13,7 @@ class CaseLab:
         self.notes: dict[str, object] = {}
         self.started = time.monotonic()
         self.waited_at_start = peer.wire.waited
+        self.blocked_at_start = peer.wire.blocked
         self.log_marker = session.instance.log_marker()
 
     def port(self) -> int:
@@ -25,6 +26,9 @@ class CaseLab:
 
     def waited(self) -> float:
         return self.peer.wire.waited - self.waited_at_start
+
+    def blocked(self) -> float:
+        return self.peer.wire.blocked - self.blocked_at_start
 
     # -- the usual openings ---------------------------------------------------------------
     def passive_open(self, **conn_kw):

@@ -165,6 +165,7 @@ def pytest_runtest_makereport(item, call):
     if case is not None:
         report.user_properties.append(("synfin_notes", {k: str(v) for k, v in case.notes.items()}))
         report.user_properties.append(("synfin_waited", case.waited()))
+        report.user_properties.append(("synfin_blocked", case.blocked()))
         report.user_properties.append(("synfin_wall", time.monotonic() - case.started))
         keep = verdict in ("FAIL", "WARN", "ERROR") or item.config.getoption("--evidence") == "all"
         if keep:

@@ -37,6 +37,7 @@ class Results:
             "case": report.nodeid, "requirement": rid, "level": level, "verdict": verdict,
             "message": props.get("synfin_message", ""), "notes": props.get("synfin_notes", {}),
             "duration": report.duration, "waited": props.get("synfin_waited", 0.0),
+            "blocked": props.get("synfin_blocked", 0.0),
             "evidence": props.get("synfin_evidence"), "rerun": dict(report.sections).get("synfin rerun"),
         })
 

@@ -113,11 +113,8 @@ class DockerInstance(Instance):
             return f"(log unavailable: {exc})"
 
     def alive(self) -> bool:
-        try:
-            self.container.reload()
-            return self.container.status == "running"
-        except Exception:
-            return False
+        # The agent is the container's only process: its channel tells without a Docker API call.
+        return self.agent.healthy
 
     def _remove(self) -> None:
         try:
