@@ -267,6 +267,7 @@ class Connection:
 
     def expect(self, *specs, within: float | None = None) -> TCP:
         """Wait for a segment matching one of `specs`; others are skipped (and reported on failure)."""
+        __tracebackhide__ = True  # a failure points at the case's line, not at the harness
         wanted = alternatives(*specs)
         within = self.peer.timing.reply if within is None else within
         deadline = time.monotonic() + within
@@ -282,6 +283,7 @@ class Connection:
     def expect_next(self, *specs, within: float | None = None, why: str = "") -> TCP:
         """The target's very next segment must match one of `specs`: nothing may come before it
         (so "the target stays silent until..." needs no silence window)."""
+        __tracebackhide__ = True
         wanted = alternatives(*specs)
         within = self.peer.timing.reply if within is None else within
         tcp = self.next_segment(within)
@@ -292,6 +294,7 @@ class Connection:
 
     def expect_silence(self, for_: float | None = None) -> None:
         """Nothing at all from the target on this connection for `for_` seconds."""
+        __tracebackhide__ = True
         for_ = self.peer.timing.silence if for_ is None else for_
         self.peer.wire.waited += for_
         tcp = self.next_segment(for_)
@@ -309,8 +312,13 @@ class Connection:
         return f"peer ISS {self.iss:#010x}, target ISS {irs}"
 
     def _mismatch(self, wanted: Alternatives, seen: list, within: float) -> str:
-        lines = [f"expected within {within:.2f} s on {self.endpoints()} ({self.isns()}; "
-                 "numbers relative to the ISNs):"]
+        """First line: the short story; then the alternatives and every segment seen, in full."""
+        expected = " or ".join(spec.describe(self.view) for spec in wanted.options)
+        got = describe(seen[0], self.view, True) + (f" (+{len(seen) - 1} more)" if len(seen) > 1 else "") \
+            if seen else f"nothing within {within:.2f} s"
+        lines = [f"expected {expected}; received {got}",
+                 f"on {self.endpoints()} ({self.isns()}; numbers relative to the ISNs), waited up to "
+                 f"{within:.2f} s for:"]
         for i, spec in enumerate(wanted.options):
             lines.append(f"    {'   ' if i == 0 else 'or '}{spec.describe(self.view)}")
         if seen:

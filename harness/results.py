@@ -67,8 +67,14 @@ class Results:
             tr.write_line(f"{r['verdict']:<11} {r['requirement']} ({r['level']})  {r['case']}")
             if r["notes"]:
                 tr.write_line("            " + "; ".join(f"{k}: {v}" for k, v in r["notes"].items()))
-            if r["verdict"] != "INFO" and r["message"]:
+            if r["verdict"] == "WARN" and r["message"]:
+                # A WARN passes, so pytest shows no failure section: the deviation is told here.
+                for line in r["message"].splitlines():
+                    tr.write_line("            " + line)
+            elif r["verdict"] != "INFO" and r["message"]:
                 tr.write_line("            " + r["message"].splitlines()[0])
+            if r["verdict"] in ("FAIL", "WARN", "ERROR") and r["evidence"]:
+                tr.write_line(f"            evidence: {r['evidence']}/ (capture.pcap, ladder.txt, agent.log)")
             if r["verdict"] in ("FAIL", "WARN", "ERROR"):
                 tr.write_line(f"            rerun: {r['rerun']}")
         tr.write_line(f"results: {self.path}")

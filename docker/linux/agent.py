@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import select
 import signal
 import socket
@@ -23,6 +24,7 @@ import time
 STACK = "linux"
 DEFAULT_TIMEOUT = 5.0
 LOG_LINE_MAX = 2000
+_DATA_FIELD = re.compile(r'"data":"([A-Za-z0-9+/=]*)"')
 
 # Linux include/net/tcp_states.h -> RFC 9293 names.
 TCP_STATES = {
@@ -475,6 +477,9 @@ class Log:
         self.lock = threading.Lock()
 
     def __call__(self, tag, text):
+        # Payloads are evidence in the pcap already; in the log their length is enough.
+        text = _DATA_FIELD.sub(lambda m: f'"data":"<{len(m.group(1)) * 3 // 4 - m.group(1).count("=")} bytes>"'
+                               if len(m.group(1)) > 48 else m.group(0), text)
         if len(text) > LOG_LINE_MAX:
             text = f"{text[:LOG_LINE_MAX]}...({len(text)} chars)"
         line = f"{time.monotonic():.6f} {tag} {text}\n".encode("utf-8", "replace")
