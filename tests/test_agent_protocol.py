@@ -357,13 +357,13 @@ def test_stdin_eof_exits_cleanly(spawn):
 def test_context_digest_tracks_content(tmp_path):
     src = images.DOCKER_DIR / "linux"
     copy = tmp_path / "linux"
-    shutil.copytree(src, copy)
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__"))
     base = "sha256:" + "ab" * 32
     first = images.context_digest(copy, base)
     assert len(first) == 12 and int(first, 16) >= 0
     assert images.context_digest(copy, base) == first
     assert images.context_digest(src, base) == first  # location does not matter
-    (copy / "__pycache__").mkdir()
+    (copy / "__pycache__").mkdir(exist_ok=True)
     (copy / "__pycache__" / "agent.cpython-311.pyc").write_bytes(b"junk")
     assert images.context_digest(copy, base) == first
     assert images.context_digest(copy, "sha256:" + "cd" * 32) != first
