@@ -44,6 +44,7 @@ class CaseLab:
         port = self.peer.listen_port()
         args = {"port": port, "timeout": 3.0}
         if bind_port is not None:
+            self.target.require("bind_port")
             args.update(bind_port=bind_port, bind_addr=self.target.ip, reuseaddr=True)
         job = self.target.start("connect", **args)
         conn = self.peer.expect_syn(port, **conn_kw)

@@ -28,6 +28,11 @@ BASE_RECIPE = ["mmdebstrap", "--variant=minbase", "--include=python3", "bookworm
 BASE_REPO = "synfin-base"
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOG_TAIL_LINES = 25
+# A target folder may hold a `prepare` program: run on the host before the image is built, it
+# fetches or compiles what the image needs (wheels, a binary) into `build/`, so image builds need
+# no network. Its outputs (and cargo's `target/`) are not part of the content hash; its inputs are.
+PREPARE = "prepare"
+PREPARED = "build"
 
 Log = Callable[[str], None]
 
@@ -46,7 +51,8 @@ def context_digest(directory: Path | str, base_id: str) -> str:
     h = hashlib.sha256()
     files = sorted(
         p for p in directory.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        if p.is_file() and not {"__pycache__", PREPARED, "target"} & set(p.relative_to(directory).parts)
+        and p.suffix != ".pyc"
     )
     for path in files:
         rel = path.relative_to(directory).as_posix().encode()
@@ -163,8 +169,9 @@ def ensure_target_image(client, name: str, log: Log) -> str:
     with _build_lock(log):
         if _exists(client, tag):
             return tag
-        log(f"building image {tag} from {base}")
         started = time.monotonic()
+        _prepare(context, name, log)
+        log(f"building image {tag} from {base}")
         try:
             client.images.build(path=str(context), buildargs={"BASE": base}, tag=tag,
                                 rm=True, forcerm=True)
@@ -180,6 +187,18 @@ def ensure_target_image(client, name: str, log: Log) -> str:
         log(f"built image {tag} in {time.monotonic() - started:.1f} s")
         _prune(client, f"synfin-{name}", keep=tag, log=log)
     return tag
+
+
+def _prepare(context: Path, name: str, log: Log) -> None:
+    program = context / PREPARE
+    if not program.exists():
+        return
+    log(f"preparing image synfin-{name} on the host ({program.relative_to(ROOT)})")
+    proc = subprocess.run([str(program)], cwd=context, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace")
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-LOG_TAIL_LINES:])
+        raise TargetError(f"image synfin-{name} failed to prepare ({program.name} exited {proc.returncode})\n{tail}")
 
 
 def _prune(client, repository: str, keep: str, log: Log) -> None:

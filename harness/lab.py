@@ -3,6 +3,11 @@
     peer netns  synNNNN-pK                          target netns (container or synNNNN-tK)
       synNNNNpK (no address) ──── veth ────  eth0 198.18.b.2/24, permanent neighbour for .1
 
+For a user-space stack the target namespace's kernel holds no address at all: eth0 and a TAP
+(tap0, which the stack opens) are bridged, and the stack owns 198.18.b.2 and its MAC:
+
+      synNNNNpK ──── veth ────  eth0 ─ br0 ─ tap0 ⇢ stack (198.18.b.2, MAC ..:02)
+
 The peer's kernel owns no lab address, so it never answers the target's segments; scapy owns
 198.18.b.1. Checksum and segmentation offloads are off on both ends so captures show real
 checksums and real segment sizes.
@@ -23,6 +28,8 @@ from .errors import LabError
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 BLOCKS = LAB_NET.num_addresses // 256
 TARGET_IFNAME = "eth0"
+TAP_IFNAME = "tap0"
+BRIDGE_IFNAME = "br0"
 NUD_PERMANENT = 0x80
 _OFFLOADS = (
     "tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-sctp", "rx-checksum",
@@ -58,6 +65,15 @@ class Addressing:
     @property
     def target_mac(self) -> str:
         return "02:53:59:%02x:%02x:02" % divmod(self.block % BLOCKS, 256)
+
+    def spare_mac(self, n: int) -> str:
+        """MACs for the bridge ports in front of a user-space stack (never the stack's own)."""
+        return "02:53:59:%02x:%02x:%02x" % (*divmod(self.block % BLOCKS, 256), n)
+
+    def stack_env(self) -> dict[str, str]:
+        """What a user-space stack needs to come up on its TAP."""
+        return {"SYNFIN_IFACE": TAP_IFNAME, "SYNFIN_MAC": self.target_mac,
+                "SYNFIN_ADDR": f"{self.target_ip}/24", "SYNFIN_PEER": self.peer_ip}
 
 
 def _disable_offloads(ifname: str) -> None:
@@ -109,8 +125,9 @@ class Lab:
         return self
 
     # -- target side ----------------------------------------------------------------------
-    def plug_target(self, target_netns: str) -> None:
-        """Move the target end into `target_netns` (a path or a name) and address it."""
+    def plug_target(self, target_netns: str, kernel: bool = True) -> None:
+        """Move the target end into `target_netns` (a path or a name); address it for a kernel
+        stack, or bridge it to a TAP for a user-space stack."""
         path = netns.netns_path(target_netns)
         try:
             for name, value in (("net.ipv6.conf.all.disable_ipv6", 1),
@@ -125,17 +142,42 @@ class Lab:
                 os.close(fd)
             with NetNS(path) as ns:
                 idx = ns.link_lookup(ifname=self._target_host_if)[0]
-                ns.link("set", index=idx, ifname=TARGET_IFNAME, address=self.addr.target_mac)
-                ns.link("set", index=idx, state="up")
                 lo = ns.link_lookup(ifname="lo")
                 if lo:
                     ns.link("set", index=lo[0], state="up")
-                ns.addr("add", index=idx, address=self.addr.target_ip, prefixlen=24)
-                # The target never has to ARP for the peer: its answers go out at once.
-                ns.neigh("add", dst=self.addr.peer_ip, lladdr=self.addr.peer_mac, ifindex=idx,
-                         state=NUD_PERMANENT)
+                if kernel:
+                    self._address_kernel(ns, idx)
+                else:
+                    self._bridge_to_tap(ns, idx)
         except Exception as exc:
             raise LabError(f"could not plug the target end of {self.peer_ns} into {target_netns}: {exc}") from exc
+
+    def _address_kernel(self, ns, idx: int) -> None:
+        ns.link("set", index=idx, ifname=TARGET_IFNAME, address=self.addr.target_mac)
+        ns.link("set", index=idx, state="up")
+        ns.addr("add", index=idx, address=self.addr.target_ip, prefixlen=24)
+        # The target never has to ARP for the peer: its answers go out at once.
+        ns.neigh("add", dst=self.addr.peer_ip, lladdr=self.addr.peer_mac, ifindex=idx, state=NUD_PERMANENT)
+
+    def _bridge_to_tap(self, ns, idx: int) -> None:
+        # A persistent TAP owned by uid 0: the stack's agent (root, without CAP_NET_ADMIN) may
+        # attach to it but cannot reconfigure the namespace.
+        ns.link("set", index=idx, ifname=TARGET_IFNAME, address=self.addr.spare_mac(3))
+        ns.link("add", ifname=TAP_IFNAME, kind="tuntap", mode="tap", uid=0)
+        tap = ns.link_lookup(ifname=TAP_IFNAME)[0]
+        ns.link("set", index=tap, address=self.addr.spare_mac(4))
+        ns.link("add", ifname=BRIDGE_IFNAME, kind="bridge", br_stp_state=0, br_forward_delay=0)
+        br = ns.link_lookup(ifname=BRIDGE_IFNAME)[0]
+        ns.link("set", index=br, address=self.addr.spare_mac(5))
+        for port in (idx, tap):
+            ns.link("set", index=port, master=br)
+        for link in (idx, tap, br):
+            ns.link("set", index=link, state="up")
+        leaked = [a.get_attr("IFA_ADDRESS") for a in ns.get_addr(family=2)
+                  if not a.get_attr("IFA_ADDRESS", "").startswith("127.")]
+        if leaked:
+            raise LabError(f"the target namespace's own kernel holds {leaked}: it would answer in "
+                           "the user-space stack's name")
 
     def peer_netns_path(self) -> str:
         return netns.netns_path(self.peer_ns)

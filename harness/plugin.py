@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from . import evidence, targets
+from . import evidence, expectations, targets
 from .agent import OpError
 from .caselab import CaseLab
 from .cleanup import REGISTRY
@@ -30,6 +30,8 @@ def pytest_addoption(parser):
     group.addoption("--evidence", default="failures", choices=("failures", "all"),
                     help="keep pcap, ladder and agent log for failures only (default) or every case")
     group.addoption("--results", default="results", help="directory for evidence and results.json")
+    group.addoption("--expectations", default=expectations.DEFAULT_DIR,
+                    help="directory of <target>.toml files recording known deviations (default: expectations/)")
 
 
 def pytest_configure(config):
@@ -39,8 +41,11 @@ def pytest_configure(config):
     name = config.getoption("--target")
     try:
         targets.get(name)
+        config._synfin_expected = expectations.load(name, config.getoption("--expectations"))
     except KeyError as exc:
         raise pytest.UsageError(str(exc).strip('"')) from None
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(Results(config), "synfin-results")
     REGISTRY.install()
 
@@ -149,17 +154,21 @@ def pytest_runtest_makereport(item, call):
         return report
     verdict = _verdict(level, call.excinfo)
     message = ""
+    if verdict in ("FAIL", "WARN", "ERROR"):
+        message = _error_text(call.excinfo) if verdict == "ERROR" else str(call.excinfo.value)
+    deviation = item.config._synfin_expected.get(item.nodeid)
+    verdict, message = expectations.apply(deviation, verdict, message)
+    if deviation is not None and verdict == "FAIL" and call.excinfo is None:
+        report.outcome = "failed"
+        report.longrepr = message
     if verdict == "UNSUPPORTED":
         message = str(call.excinfo.value)
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1], f"UNSUPPORTED: {message}")
     elif verdict == "ERROR":
-        message = _error_text(call.excinfo)
         report.longrepr = message
-    elif verdict in ("FAIL", "WARN"):
-        message = str(call.excinfo.value)
-        if verdict == "WARN":
-            report.outcome = "passed"
+    elif verdict in ("WARN", "EXPECTED"):
+        report.outcome = "passed"
     _set(report, verdict, rid, level, message)
     case = getattr(item, "_synfin_lab", None)
     if case is not None:
@@ -167,7 +176,7 @@ def pytest_runtest_makereport(item, call):
         report.user_properties.append(("synfin_waited", case.waited()))
         report.user_properties.append(("synfin_blocked", case.blocked()))
         report.user_properties.append(("synfin_wall", time.monotonic() - case.started))
-        keep = verdict in ("FAIL", "WARN", "ERROR") or item.config.getoption("--evidence") == "all"
+        keep = verdict in ("FAIL", "WARN", "ERROR", "EXPECTED") or item.config.getoption("--evidence") == "all"
         if keep:
             _write_evidence(item, report, case)
     report.sections.append(("synfin rerun", _rerun(item)))

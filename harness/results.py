@@ -10,6 +10,7 @@ STATUS = {  # verdict -> (pytest category, letter, word)
     "PASS": ("passed", ".", "PASS"),
     "INFO": ("info", "i", "INFO"),
     "WARN": ("warn", "W", "WARN"),
+    "EXPECTED": ("expected", "x", "EXPECTED"),
     "FAIL": ("failed", "F", "FAIL"),
     "UNSUPPORTED": ("unsupported", "U", "UNSUPPORTED"),
     "ERROR": ("error", "E", "ERROR"),
@@ -67,13 +68,15 @@ class Results:
             tr.write_line(f"{r['verdict']:<11} {r['requirement']} ({r['level']})  {r['case']}")
             if r["notes"]:
                 tr.write_line("            " + "; ".join(f"{k}: {v}" for k, v in r["notes"].items()))
-            if r["verdict"] == "WARN" and r["message"]:
+            if r["verdict"] == "EXPECTED" and r["message"]:
+                tr.write_line("            " + r["message"].splitlines()[0])
+            elif r["verdict"] == "WARN" and r["message"]:
                 # A WARN passes, so pytest shows no failure section: the deviation is told here.
                 for line in r["message"].splitlines():
                     tr.write_line("            " + line)
             elif r["verdict"] != "INFO" and r["message"]:
                 tr.write_line("            " + r["message"].splitlines()[0])
-            if r["verdict"] in ("FAIL", "WARN", "ERROR") and r["evidence"]:
+            if r["verdict"] in ("FAIL", "WARN", "ERROR", "EXPECTED") and r["evidence"]:
                 tr.write_line(f"            evidence: {r['evidence']}/ (capture.pcap, ladder.txt, agent.log)")
             if r["verdict"] in ("FAIL", "WARN", "ERROR"):
                 tr.write_line(f"            rerun: {r['rerun']}")

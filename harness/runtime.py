@@ -52,7 +52,7 @@ class Instance:
 
 
 class DockerInstance(Instance):
-    def __init__(self, client, spec, label: str, log):
+    def __init__(self, client, spec, label: str, log, env: dict):
         from .images import ensure_target_image
 
         self.name = f"{owner_prefix()}-{label}"
@@ -61,11 +61,14 @@ class DockerInstance(Instance):
         rundir = lab_mod.run_dir(label)
         os.chmod(rundir, 0o777)  # the agent runs as root without CAP_DAC_OVERRIDE
         self._undo = REGISTRY.add(f"container {self.name}", self._remove)
+        # A user-space stack opens the TAP the lab makes (as its owner, without CAP_NET_ADMIN).
+        devices = [] if spec.kernel else ["/dev/net/tun:/dev/net/tun:rwm"]
         try:
             self.container = client.containers.run(
                 image, command=["--unix", f"{CONTROL_DIR}/agent.sock"], name=self.name,
                 labels={LABEL_OWNER: str(os.getpid())}, network_mode="none", cap_drop=["ALL"],
-                volumes={rundir: {"bind": CONTROL_DIR, "mode": "rw"}}, detach=True,
+                volumes={rundir: {"bind": CONTROL_DIR, "mode": "rw"}}, devices=devices,
+                environment=env, detach=True,
             )
             self.container.reload()
             pid = self.container.attrs["State"]["Pid"]
@@ -179,9 +182,12 @@ class NetnsInstance(Instance):
             REGISTRY.run(self._netns_undo)
 
 
-def start(spec, runtime: str, label: str, log, client=None) -> Instance:
+def start(spec, runtime: str, label: str, log, client=None, env: dict | None = None) -> Instance:
+    if runtime not in spec.runtimes:
+        raise TargetError(f"target {spec.name} runs only with --runtime={' or '.join(spec.runtimes)}"
+                          + (" (no Docker engine answers)" if runtime == "netns" else ""))
     if runtime == "docker":
-        return DockerInstance(client, spec, label, log)
+        return DockerInstance(client, spec, label, log, env or {})
     return NetnsInstance(spec, label, log)
 
 

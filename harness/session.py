@@ -6,9 +6,30 @@ import time
 from . import lab as lab_mod
 from . import runtime, targets
 from .errors import HarnessError, TargetError
-from .peer import Peer, Wire
+from .peer import Mismatch, Peer, Wire
+from .segments import Seg, seq_add
 from .ports import PortPool
 from .target import Target
+
+
+def verify_stack(spec, hello, peer: Peer, target: Target, port: int) -> None:
+    """The answers must come from the stack under test: its agent says so, and its SYN-ACK to a
+    probe carries the stack's own signature (not that of a kernel answering in its name)."""
+    if hello.get("stack") != spec.name:
+        raise TargetError(f"the agent reports stack {hello.get('stack')!r}, not {spec.name!r}")
+    listener = target.listen(port)
+    conn = peer.connection(port)
+    conn.syn()
+    try:
+        synack = conn.expect(Seg("SA", ack=seq_add(conn.iss, 1)), within=spec.timing.reply)
+    except Mismatch as exc:
+        raise TargetError(f"target {spec.name} does not answer a SYN on its listener: "
+                          f"{str(exc).splitlines()[0]}") from None
+    conn.rst(seq=conn.snd_nxt)
+    target.close(listener)
+    why = spec.synack_check(synack) if spec.synack_check else None
+    if why:
+        raise TargetError(f"the SYN-ACK is not {spec.name}'s own ({why}): another stack answers in its name")
 
 
 def worker_index() -> int:
@@ -64,12 +85,16 @@ class Session:
         t0 = time.monotonic()
         try:
             label = f"{self.spec.name}-{self.index}"
-            self.instance = runtime.start(self.spec, self.runtime, label, self.notice, self.client)
+            env = lab_mod.Addressing(self.index).stack_env()
+            self.instance = runtime.start(self.spec, self.runtime, label, self.notice, self.client, env)
             self.lab = lab_mod.Lab(self.index + 100 * self.generation, block=self.index).build()
             self.generation += 1
-            self.lab.plug_target(self.instance.netns)
+            self.lab.plug_target(self.instance.netns, kernel=self.spec.kernel)
             self.wire = Wire(self.lab)
-            self.instance.agent.call("hello")
+            # hello comes after the plumbing: a user-space stack attaches to its TAP on it.
+            hello = self.instance.agent.call("hello", timeout=self.spec.timing.startup)
+            verify_stack(self.spec, hello, Peer(self.wire, self.spec.timing, self.peer_ports),
+                         Target(self.spec, self.instance, self.lab.addr), self.target_ports.next())
         except Exception as exc:
             failure = exc if isinstance(exc, HarnessError) else TargetError(
                 f"could not start target {self.spec.name}: {type(exc).__name__}: {exc}")

@@ -161,3 +161,44 @@ def test_image_build_failure_is_an_error_naming_the_image(tmp_path):
                                env={"SYNFIN_BASE_IMAGE": "synfin-no-such-base:1"})
     assert verdicts["test_after"]["verdict"] == "ERROR"
     assert "synfin-no-such-base:1" in verdicts["test_after"]["message"].splitlines()[0]
+
+
+DEVIATING = """
+@requirement("R9293-3.10.7.1", "MUST")
+def test_closed_port(lab):
+    conn = lab.peer.connection(lab.port())
+    conn.syn()
+    conn.expect(Seg("R", seq=0), within=0.2)   # Linux sends RST,ACK: a 'deviation' from this spec
+"""
+
+
+def expectation(tmp_path, observed: str) -> str:
+    directory = tmp_path / "expect"
+    directory.mkdir()
+    (directory / "linux.toml").write_text(
+        '[[deviation]]\ncase = "test_fault.py::test_closed_port"\n'
+        f'observed = "{observed}"\nrfc = "RFC 9293 §3.10.7.1"\nwhy = "recorded for this test"\n')
+    return f"--expectations={directory}"
+
+
+def test_a_recorded_deviation_seen_as_recorded_is_expected_and_passes_the_run(tmp_path):
+    proc, verdicts = run_cases(tmp_path, DEVIATING, "--runtime=netns",
+                               expectation(tmp_path, "received RST,ACK seq=0"))
+    assert verdicts["test_closed_port"]["verdict"] == "EXPECTED", proc.stdout
+    assert proc.returncode == 0
+
+
+def test_a_recorded_deviation_that_fails_differently_is_a_fail(tmp_path):
+    proc, verdicts = run_cases(tmp_path, DEVIATING, "--runtime=netns",
+                               expectation(tmp_path, "received FIN"))
+    assert verdicts["test_closed_port"]["verdict"] == "FAIL"
+    assert "fails differently from the recorded deviation" in verdicts["test_closed_port"]["message"]
+    assert proc.returncode == 1
+
+
+def test_a_recorded_deviation_that_no_longer_occurs_is_a_fail(tmp_path):
+    proc, verdicts = run_cases(tmp_path, DEVIATING.replace('Seg("R", seq=0)', 'Seg("RA", seq=0)'),
+                               "--runtime=netns", expectation(tmp_path, "received RST,ACK seq=0"))
+    assert verdicts["test_closed_port"]["verdict"] == "FAIL"
+    assert "did not occur" in verdicts["test_closed_port"]["message"]
+    assert proc.returncode == 1

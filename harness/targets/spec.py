@@ -1,6 +1,7 @@
 """What the harness knows about a target: where its image lives, its timing, what it can do."""
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..peer import Timing
 
@@ -14,10 +15,15 @@ class TargetSpec:
     timing: Timing = Timing()
     # Capabilities a case may require (lab.target.require("so_linger")); absent → UNSUPPORTED.
     capabilities: frozenset = field(default_factory=frozenset)
-    # Sysctls are read and written from the host inside the target's namespace (kernel stacks).
+    # A kernel stack owns the lab address on eth0; a user-space stack owns it on a TAP bridged to
+    # eth0, while the namespace's own kernel holds no address at all.
     kernel: bool = False
-    # How the agent starts inside the image, and on the host for --runtime=netns.
-    agent_in_image: tuple = ("python3", "-u", "/agent/agent.py")
+    # Where it can run: user-space stacks come as images only.
+    runtimes: tuple = ("docker", "netns")
+    # The stack's SYN-ACK to the harness's probe SYN (MSS 1460 only): None if it is the stack's
+    # own, else why not — guards against another stack answering in its name.
+    synack_check: Callable | None = None
+    # How the agent starts on the host for --runtime=netns.
     agent_on_host: str = "agent.py"
 
     @property

@@ -1,0 +1,52 @@
+"""Known deviations per target (expectations/<target>.toml), applied as strict expected failures.
+
+    [[deviation]]
+    case = "cases/close/test_x.py::test_y"       # the case's node id
+    observed = "received RST,ACK seq=0"           # text the failure message must contain
+    rfc = "RFC 9293 §3.10.7.1"
+    why = "lwIP's tcp_rst_common() always sets ACK (src/core/tcp_out.c)"
+
+A recorded deviation that shows up as recorded is EXPECTED (the run passes). If the case passes
+instead, or fails differently, the verdict is FAIL: a fixed bug or a new one shows up as a change.
+"""
+import os
+import tomllib
+from dataclasses import dataclass
+
+DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "expectations")
+
+
+@dataclass(frozen=True)
+class Deviation:
+    case: str
+    observed: str
+    rfc: str
+    why: str
+
+
+def load(target: str, directory: str = DEFAULT_DIR) -> dict[str, Deviation]:
+    path = os.path.join(directory, f"{target}.toml")
+    if not os.path.exists(path):
+        return {}
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    out = {}
+    for entry in data.get("deviation", []):
+        missing = [k for k in ("case", "observed", "rfc", "why") if not entry.get(k)]
+        if missing:
+            raise ValueError(f"{path}: a deviation lacks {', '.join(missing)}: {entry}")
+        out[entry["case"]] = Deviation(entry["case"], entry["observed"], entry["rfc"], entry["why"])
+    return out
+
+
+def apply(deviation: Deviation | None, verdict: str, message: str) -> tuple[str, str]:
+    """The verdict once the recorded deviation is taken into account, and the message to show."""
+    if deviation is None or verdict in ("ERROR", "UNSUPPORTED"):
+        return verdict, message
+    if verdict in ("FAIL", "WARN"):
+        if deviation.observed in message:
+            return "EXPECTED", f"recorded deviation ({deviation.rfc}): {deviation.why}\n{message}"
+        return "FAIL", (f"fails differently from the recorded deviation (expected to see "
+                        f"{deviation.observed!r}):\n{message}")
+    return "FAIL", (f"the recorded deviation did not occur ({deviation.rfc}: {deviation.observed!r}); "
+                    "if the stack was fixed, remove it from expectations/")
