@@ -1,8 +1,9 @@
 """The pytest plugin: options, fixtures, the requirement marker, verdicts and evidence.
 
 Verdicts: PASS; FAIL (a MUST violated); WARN (a SHOULD not met: reported, the run still passes);
-INFO (a MAY or a choice the RFC leaves open: what the stack chose is recorded); UNSUPPORTED (the
-target cannot express the case); ERROR (the harness or the target broke: never a deviation).
+INFO (a MAY or a choice the RFC leaves open: what the stack chose is recorded); EXPECTED (a
+deviation recorded in expectations/<target>.toml, seen as recorded); UNSUPPORTED (the target cannot
+express the case); ERROR (the harness or the target broke: never a deviation).
 """
 import os
 import shlex
@@ -111,7 +112,6 @@ def synfin_session(request):
 
     session = Session(request.config.getoption("--target"), request.config.getoption("--runtime"),
                       notice=visible_notice)
-    request.config._synfin_session = session
     yield session
     session.close()
 
