@@ -1,7 +1,7 @@
 """What a case expects of a segment, and how segments are written for people.
 
 A `Seg` names only the fields a case cares about; everything else is ignored. Flags are compared
-as a set: PSH, ECE and CWR are ignored unless the case names them, and `tolerate` lists flags that
+as a set: PSH, ECE, CWR and AE are ignored unless the case names them, and `tolerate` lists flags that
 may or may not be present (RFC 9293 lets some RSTs carry ACK). `a | b` builds alternatives.
 """
 from dataclasses import dataclass, field
@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from scapy.layers.inet import TCP
 
 MOD = 1 << 32
-_FLAG_NAMES = {"F": "FIN", "S": "SYN", "R": "RST", "P": "PSH", "A": "ACK", "U": "URG", "E": "ECE", "C": "CWR"}
-_ORDER = "SFRPAUEC"
-_IGNORED = frozenset("PEC")
+_FLAG_NAMES = {"F": "FIN", "S": "SYN", "R": "RST", "P": "PSH", "A": "ACK", "U": "URG", "E": "ECE", "C": "CWR",
+               "N": "AE"}
+_ORDER = "SFRPAUECN"
+_IGNORED = frozenset("PECN")  # PSH and the ECN bits (ECE, CWR, AE) unless a case names them
 
 
 def seq_add(a: int, n: int) -> int:

@@ -1,0 +1,59 @@
+"""Recorded deviations: strict by default, any-of texts, and chance-dependent ones."""
+import pytest
+
+from harness.expectations import Deviation, apply, load
+
+MSG = "expected RST seq=0; received RST,ACK seq=0 ack=1 win=0 len=0\nmore lines"
+
+
+def dev(observed, intermittent=False):
+    return Deviation("cases/x.py::test_y", observed, "RFC 9293 §3.10.7.1", "why", intermittent)
+
+
+@pytest.mark.parametrize("verdict", ["FAIL", "WARN"])
+def test_seen_as_recorded_is_expected(verdict):
+    v, m = apply(dev("received RST,ACK seq=0"), verdict, MSG)
+    assert v == "EXPECTED" and "recorded deviation (RFC 9293 §3.10.7.1)" in m and MSG in m
+
+
+def test_any_of_several_texts_counts():
+    assert apply(dev(("received FIN", "received RST,ACK")), "FAIL", MSG)[0] == "EXPECTED"
+    assert apply(dev(("received FIN", "received SYN")), "FAIL", MSG)[0] == "FAIL"
+
+
+def test_failing_differently_is_a_fail():
+    v, m = apply(dev("received FIN"), "WARN", MSG)
+    assert v == "FAIL" and m.startswith("fails differently from the recorded deviation")
+
+
+@pytest.mark.parametrize("verdict", ["PASS", "INFO"])
+def test_a_deviation_that_did_not_occur_is_a_fail_unless_intermittent(verdict):
+    assert apply(dev("received RST,ACK"), verdict, "")[0] == "FAIL"
+    assert apply(dev("received RST,ACK", intermittent=True), verdict, "")[0] == verdict
+
+
+@pytest.mark.parametrize("verdict", ["ERROR", "UNSUPPORTED"])
+def test_errors_and_unsupported_are_never_excused(verdict):
+    assert apply(dev("anything"), verdict, "boom") == (verdict, "boom")
+
+
+def test_no_deviation_keeps_the_verdict():
+    assert apply(None, "FAIL", MSG) == ("FAIL", MSG)
+
+
+def test_load_rejects_an_entry_without_evidence(tmp_path):
+    (tmp_path / "t.toml").write_text('[[deviation]]\ncase = "c"\nobserved = "o"\nrfc = "r"\n')
+    with pytest.raises(ValueError, match="lacks why"):
+        load("t", str(tmp_path))
+
+
+def test_load_reads_lists_and_flags(tmp_path):
+    (tmp_path / "t.toml").write_text('[[deviation]]\ncase = "c"\nobserved = ["a", "b"]\nrfc = "r"\n'
+                                     'why = "w"\nintermittent = true\n')
+    d = load("t", str(tmp_path))["c"]
+    assert d.observed == ("a", "b") and d.intermittent
+
+
+@pytest.mark.parametrize("target", ["linux", "smoltcp", "pytcp"])
+def test_shipped_expectation_files_load(target):
+    load(target)
