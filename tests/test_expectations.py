@@ -54,6 +54,6 @@ def test_load_reads_lists_and_flags(tmp_path):
     assert d.observed == ("a", "b") and d.intermittent
 
 
-@pytest.mark.parametrize("target", ["linux", "smoltcp", "pytcp"])
+@pytest.mark.parametrize("target", ["linux", "lwip", "smoltcp", "pytcp"])
 def test_shipped_expectation_files_load(target):
     load(target)
