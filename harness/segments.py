@@ -125,7 +125,8 @@ class SeqView:
         return str(seq_diff(n, self.iss)) if self.iss is not None else f"{n:#x}"
 
     def their(self, n: int) -> str:
-        return str(seq_diff(n, self.irs)) if self.irs is not None else f"{n:#x}"
+        # Before the target's SYN (a RST from a closed port) there is no IRS: absolute numbers.
+        return str(seq_diff(n, self.irs)) if self.irs is not None else str(n)
 
 
 def _options(tcp: TCP) -> str:
