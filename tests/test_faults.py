@@ -29,8 +29,9 @@ def run_cases(tmp_path, body: str, *args, env=None, timeout=120, extra=""):
     cases.mkdir(exist_ok=True)
     (cases / "test_fault.py").write_text(HEADER + textwrap.dedent(body) + extra)
     results = tmp_path / "results"
+    # An explicit rootdir: node ids (and so expectations) must not depend on where the repo lives.
     cmd = [sys.executable, "-m", "pytest", str(cases), "-p", "harness.plugin", "-p", "no:cacheprovider",
-           f"--results={results}", "-q", *args]
+           f"--rootdir={tmp_path}", f"--results={results}", "-q", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     path = results / "linux" / "results.json"
@@ -176,7 +177,7 @@ def expectation(tmp_path, observed: str) -> str:
     directory = tmp_path / "expect"
     directory.mkdir()
     (directory / "linux.toml").write_text(
-        '[[deviation]]\ncase = "test_fault.py::test_closed_port"\n'
+        '[[deviation]]\ncase = "cases/test_fault.py::test_closed_port"\n'
         f'observed = "{observed}"\nrfc = "RFC 9293 §3.10.7.1"\nwhy = "recorded for this test"\n')
     return f"--expectations={directory}"
 
