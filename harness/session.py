@@ -1,4 +1,5 @@
 """One worker's target and lab, started once per run and restarted if the target dies."""
+import itertools
 import os
 import sys
 import time
@@ -30,6 +31,11 @@ def verify_stack(spec, hello, peer: Peer, target: Target, port: int) -> None:
     why = spec.synack_check(synack) if spec.synack_check else None
     if why:
         raise TargetError(f"the SYN-ACK is not {spec.name}'s own ({why}): another stack answers in its name")
+
+
+# Every lab of a process gets new link names (a restarted target too): scapy caches the
+# name → ifindex of interfaces it has opened, so a reused name would point at a deleted link.
+_GENERATION = itertools.count()
 
 
 def worker_index() -> int:
@@ -64,7 +70,6 @@ class Session:
         self.peer_ports = PortPool()
         self.target_ports = PortPool()
         self.instance = self.lab = self.wire = None
-        self.generation = 0  # a restarted target gets new link names: scapy caches names → ifindex
         self.started_in = None
         self._failure: HarnessError | None = None
         removed = lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])
@@ -87,8 +92,7 @@ class Session:
             label = f"{self.spec.name}-{self.index}"
             env = lab_mod.Addressing(self.index).stack_env()
             self.instance = runtime.start(self.spec, self.runtime, label, self.notice, self.client, env)
-            self.lab = lab_mod.Lab(self.index + 100 * self.generation, block=self.index).build()
-            self.generation += 1
+            self.lab = lab_mod.Lab(self.index + 100 * next(_GENERATION), block=self.index).build()
             self.lab.plug_target(self.instance.netns, kernel=self.spec.kernel)
             self.wire = Wire(self.lab)
             # hello comes after the plumbing: a user-space stack attaches to its TAP on it.

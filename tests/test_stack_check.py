@@ -1,0 +1,38 @@
+"""At start the harness makes sure the answers come from the stack under test."""
+import dataclasses
+import os
+
+import pytest
+
+from harness import session as session_mod
+from harness import targets
+from harness.errors import TargetError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs root")
+
+
+def start_with(monkeypatch, **changes):
+    spec = dataclasses.replace(targets.get("linux"), **changes)
+    monkeypatch.setattr(session_mod.targets, "get", lambda name: spec)
+    s = session_mod.Session("linux", "netns", notice=lambda line: None)
+    try:
+        s.ensure()
+    finally:
+        s.close()
+
+
+def test_a_synack_without_the_stacks_signature_stops_the_run(monkeypatch):
+    with pytest.raises(TargetError, match=r"the SYN-ACK is not linux's own \(window 64240\): another stack"):
+        start_with(monkeypatch, synack_check=lambda tcp: f"window {tcp.window}")
+
+
+def test_the_stacks_own_synack_passes(monkeypatch):
+    start_with(monkeypatch, synack_check=lambda tcp: None if dict(tcp.options).get("MSS") else "no MSS")
+
+
+def test_a_stack_that_does_not_answer_at_all_stops_the_run(monkeypatch):
+    # A user-space profile on a kernel agent: the lab bridges to a TAP nobody opened and the
+    # namespace's kernel holds no address, so nothing can listen or answer: the run must stop
+    # there rather than let any other stack answer.
+    with pytest.raises(TargetError, match="EADDRNOTAVAIL|does not answer a SYN on its listener"):
+        start_with(monkeypatch, kernel=False)
