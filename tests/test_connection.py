@@ -6,7 +6,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from harness.lab import Addressing
-from harness.peer import Mismatch, Peer, Timing
+from harness.peer import Framer, Mismatch, Peer, Timing
 from harness.ports import PortPool
 from harness.segments import Seg, seq_add, seq_diff, seq_lt
 
@@ -187,3 +187,17 @@ def test_expect_silence_fails_on_any_segment_and_counts_the_wait():
     wire.from_target(conn, "A", seq=1, ack=1)
     with pytest.raises(Mismatch, match="expected silence"):
         conn.expect_silence(0.01)
+
+
+@pytest.mark.parametrize("tcp", [
+    TCP(sport=1000, dport=2000, flags="S", seq=TOP, options=[("MSS", 1460)]),
+    TCP(sport=1000, dport=2000, flags="PA", seq=5, ack=7, window=512) / (b"x" * 999),
+    TCP(sport=1000, dport=2000, flags="R", seq=0, chksum=0xdead),  # a deliberately bad checksum stays
+])
+def test_wire_frames_are_byte_for_byte_what_scapy_builds(tcp):
+    addr = Addressing(7)
+    framer = Framer(addr)
+    framer.frame(TCP())  # IP ids count from 1
+    reference = Ether(src=addr.peer_mac, dst=addr.target_mac) / IP(
+        src=addr.peer_ip, dst=addr.target_ip, id=2, flags="DF") / tcp
+    assert framer.frame(tcp) == bytes(reference)
