@@ -20,9 +20,13 @@ def owner_prefix(pid: int | None = None) -> str:
     return f"{PREFIX}{(pid or os.getpid()):x}"
 
 
-def owner_of(name: str) -> int | None:
-    """The pid encoded in one of synfin's object names, or None for a foreign name."""
-    m = _OWNER_RE.match(name)
+_RUN_DIR_RE = re.compile(r"^syn([0-9a-f]{1,6})-")
+
+
+def owner_of(name: str, run_dir: bool = False) -> int | None:
+    """The pid encoded in one of synfin's object names, or None for a foreign name. Entries of
+    RUN_ROOT are all synfin's, so any label after the owner counts there."""
+    m = (_RUN_DIR_RE if run_dir else _OWNER_RE).match(name)
     return int(m.group(1), 16) if m else None
 
 

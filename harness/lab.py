@@ -238,7 +238,7 @@ def sweep() -> list[str]:
             if pid is not None and not owner_alive(pid):
                 remove(f"link {name}", lambda idx=link["index"]: ip.link("del", index=idx))
     for entry in os.listdir(RUN_ROOT) if os.path.isdir(RUN_ROOT) else ():
-        pid = owner_of(entry)
+        pid = owner_of(entry, run_dir=True)
         if pid is not None and not owner_alive(pid):
             remove(f"dir {RUN_ROOT}/{entry}", shutil.rmtree, os.path.join(RUN_ROOT, entry))
     return removed
