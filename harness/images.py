@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from harness.errors import TargetError
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER_DIR = ROOT / "docker"
+COMMON_DIR = DOCKER_DIR / "common"
 LOCK_PATH = "/tmp/synfin-images.lock"
 
 SLIM_IMAGE = "debian:bookworm-slim"
@@ -45,17 +48,24 @@ def base_image_tag() -> str:
     return f"{BASE_REPO}:bookworm-{_digest(' '.join(BASE_RECIPE).encode())}"
 
 
+def context_files(directory: Path | str, prepared: bool = True) -> list[tuple[str, Path]]:
+    """A build context: the target's folder, plus docker/common/ (what agents share) as common/.
+    Caches never count; prepared outputs go into the image but not into the content hash."""
+    skip = {"__pycache__", "target"} | (set() if prepared else {PREPARED})
+    out = []
+    for root, prefix in ((Path(directory), ""), (COMMON_DIR, "common/")):
+        for path in root.rglob("*"):
+            rel = path.relative_to(root)
+            if path.is_file() and not skip & set(rel.parts) and path.suffix != ".pyc":
+                out.append((prefix + rel.as_posix(), path))
+    return sorted(out)
+
+
 def context_digest(directory: Path | str, base_id: str) -> str:
     """12 hex digits over a build context's files (sorted paths, modes, contents) and the base id."""
-    directory = Path(directory)
     h = hashlib.sha256()
-    files = sorted(
-        p for p in directory.rglob("*")
-        if p.is_file() and not {"__pycache__", PREPARED, "target"} & set(p.relative_to(directory).parts)
-        and p.suffix != ".pyc"
-    )
-    for path in files:
-        rel = path.relative_to(directory).as_posix().encode()
+    for name, path in context_files(directory, prepared=False):
+        rel = name.encode()
         data = path.read_bytes()
         executable = b"x" if os.stat(path).st_mode & 0o111 else b"-"
         h.update(b"%d:%s%s%d:" % (len(rel), rel, executable, len(data)))
@@ -173,8 +183,8 @@ def ensure_target_image(client, name: str, log: Log) -> str:
         _prepare(context, name, log)
         log(f"building image {tag} from {base}")
         try:
-            client.images.build(path=str(context), buildargs={"BASE": base}, tag=tag,
-                                rm=True, forcerm=True)
+            client.images.build(fileobj=_context_tar(context), custom_context=True,
+                                buildargs={"BASE": base}, tag=tag, rm=True, forcerm=True)
         except docker.errors.BuildError as exc:
             lines = []
             for chunk in exc.build_log or []:
@@ -187,6 +197,15 @@ def ensure_target_image(client, name: str, log: Log) -> str:
         log(f"built image {tag} in {time.monotonic() - started:.1f} s")
         _prune(client, f"synfin-{name}", keep=tag, log=log)
     return tag
+
+
+def _context_tar(context: Path) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, path in context_files(context):
+            tar.add(str(path), arcname=name)
+    buf.seek(0)
+    return buf
 
 
 def _prepare(context: Path, name: str, log: Log) -> None:

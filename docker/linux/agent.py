@@ -12,7 +12,6 @@ import json
 import math
 import os
 import platform
-import re
 import select
 import signal
 import socket
@@ -21,10 +20,12 @@ import sys
 import threading
 import time
 
+# Beside this file in the image; in docker/common/ when run from the repository (--runtime=netns).
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from agentkit import (DEFAULT_TIMEOUT, Failure, Log, arg, failed, malformed, parse_request,  # noqa: E402
+                      private_stdout, reply_line, succeeded, unix_channel)
+
 STACK = "linux"
-DEFAULT_TIMEOUT = 5.0
-LOG_LINE_MAX = 2000
-_DATA_FIELD = re.compile(r'"data":"([A-Za-z0-9+/=]*)"')
 
 # Linux include/net/tcp_states.h -> RFC 9293 names.
 TCP_STATES = {
@@ -52,44 +53,6 @@ SOCKOPTS = {
 }
 
 SHUTDOWN = {"rd": socket.SHUT_RD, "wr": socket.SHUT_WR, "rdwr": socket.SHUT_RDWR}
-
-_REQUIRED = object()
-
-
-class Failure(Exception):
-    """An ok:false reply: `code` is the protocol's errno field."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def malformed(message):
-    return Failure("EBADMSG", message)
-
-
-def arg(args, name, kind, default=_REQUIRED):
-    value = args.get(name)
-    if value is None:
-        if default is _REQUIRED:
-            raise malformed(f"missing argument {name!r}")
-        return default
-    # bool is an int subclass; only accept it where a flag is meant.
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and value >= 0
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is bool:
-        ok = isinstance(value, (bool, int))
-        value = bool(value) if ok else value
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise malformed(f"argument {name!r} has a bad value: {value!r}")
-    return value
-
 
 def family_of(addr):
     """The family of a numeric address; names are refused so nothing is ever resolved."""
@@ -203,9 +166,9 @@ class Agent:
                 if handler is None:
                     raise Failure("unsupported", f"unknown op {op!r}")
                 result = handler(args)
-            return {"ok": True, "result": result, "t": time.monotonic()}
+            return succeeded(result)
         except Failure as exc:
-            code, message = exc.code, exc.message
+            return failed(exc)
         except OSError as exc:
             code = errno.errorcode.get(exc.errno, "EIO") if exc.errno else "EIO"
             message = str(exc)
@@ -213,7 +176,7 @@ class Agent:
             code, message = "EBADMSG", f"bad arguments: {exc!r}"
         except Exception as exc:  # noqa: BLE001 - the agent must survive its own bugs
             code, message = "EIO", f"agent error: {exc!r}"
-        return {"ok": False, "errno": code, "error": message, "t": time.monotonic()}
+        return failed(Failure(code, message))
 
     # -- ops -----------------------------------------------------------------
 
@@ -472,24 +435,6 @@ class Agent:
         return job.reply
 
 
-class Log:
-    def __init__(self):
-        self.lock = threading.Lock()
-
-    def __call__(self, tag, text):
-        # Payloads are evidence in the pcap already; in the log their length is enough.
-        text = _DATA_FIELD.sub(lambda m: f'"data":"<{len(m.group(1)) * 3 // 4 - m.group(1).count("=")} bytes>"'
-                               if len(m.group(1)) > 48 else m.group(0), text)
-        if len(text) > LOG_LINE_MAX:
-            text = f"{text[:LOG_LINE_MAX]}...({len(text)} chars)"
-        line = f"{time.monotonic():.6f} {tag} {text}\n".encode("utf-8", "replace")
-        with self.lock:
-            try:
-                os.write(2, line)
-            except OSError:
-                pass
-
-
 def write_all(fd, data):
     view = memoryview(data)
     while view:
@@ -515,32 +460,12 @@ def serve(agent, log, rfd, wfd):
         del buf[:nl + 1]
         if not raw:
             continue
-        text = raw.decode("utf-8", "replace")
-        log(">", text)
-        rid, op, quit_after = None, None, False
+        rid, op, args, reply = parse_request(raw, log)
+        quit_after = op == "quit"
+        if reply is None:
+            reply = succeeded({}) if quit_after else agent.execute(op, args)
         try:
-            request = json.loads(raw)
-            if not isinstance(request, dict):
-                raise ValueError("request is not an object")
-            rid = request.get("id")
-            op = request.get("op")
-            args = request.get("args")
-            args = {} if args is None else args
-            if "id" not in request or not isinstance(op, str) or not isinstance(args, dict):
-                raise ValueError("request needs an id, an op string, and an args object")
-        except ValueError as exc:  # includes JSON and UTF-8 decoding errors
-            reply = {"ok": False, "errno": "EBADMSG", "error": f"malformed request: {exc}",
-                     "t": time.monotonic()}
-        else:
-            if op == "quit":
-                reply, quit_after = {"ok": True, "result": {}, "t": time.monotonic()}, True
-            else:
-                reply = agent.execute(op, args)
-        reply = {"id": rid, **reply}
-        line = json.dumps(reply, separators=(",", ":"))
-        log("<", line)
-        try:
-            write_all(wfd, line.encode() + b"\n")
+            write_all(wfd, reply_line(rid, reply, log))
         except OSError as exc:
             log("eof", f"control channel broken: {exc}")
             return
@@ -558,49 +483,19 @@ def main():
 
     log = Log()
     agent = Agent(log)
-    # Keep the protocol on a private fd so a stray print() cannot corrupt it.
-    out_fd = os.dup(1)
-    os.dup2(2, 1)
-    listener = conn = None
-    bound = False
+    out_fd = private_stdout()
+    banner = f"pid {os.getpid()} {STACK} {platform.release()}"
     try:
         if opts.unix:
-            try:
-                try:
-                    os.unlink(opts.unix)
-                except FileNotFoundError:
-                    pass
-                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                listener.bind(opts.unix)
-                bound = True
-                # The harness may run as another uid; the run directory guards access.
-                os.chmod(opts.unix, 0o666)
-                listener.listen(1)
-            except OSError as exc:
-                # Typically a run directory that uid 0 without CAP_DAC_OVERRIDE cannot write.
-                log("exit", f"cannot serve on {opts.unix}: {exc}")
-                return 1
-            log("ready", f"pid {os.getpid()} {STACK} {platform.release()} listening on {opts.unix}")
-            conn, _ = listener.accept()
-            listener.close()
-            listener = None
-            log("ready", "control connection accepted")
-            serve(agent, log, conn.fileno(), conn.fileno())
+            with unix_channel(opts.unix, log, banner) as conn:
+                serve(agent, log, conn.fileno(), conn.fileno())
         else:
-            log("ready", f"pid {os.getpid()} {STACK} {platform.release()} on stdin/stdout")
+            log("ready", f"{banner} on stdin/stdout")
             serve(agent, log, 0, out_fd)
     except KeyboardInterrupt:
         pass
     finally:
         agent.close_all()
-        for s in (conn, listener):
-            if s is not None:
-                s.close()
-        if bound:
-            try:
-                os.unlink(opts.unix)
-            except OSError:
-                pass
         log("exit", "bye")
     return 0
 

@@ -15,7 +15,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -33,10 +32,12 @@ from pmd_pytcp.protocols.arp import arp__constants
 from pmd_pytcp.protocols.tcp.tcp__enums import FsmState
 from pmd_pytcp.socket.tcp__socket import TcpSocket
 
+# Beside this file in the image (the agent runs only there).
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from agentkit import (DEFAULT_TIMEOUT, Failure, Log, arg, failed, malformed, parse_request,  # noqa: E402
+                      private_stdout, reply_line, succeeded, unix_channel)
+
 STACK = "pytcp"
-DEFAULT_TIMEOUT = 5.0
-LOG_LINE_MAX = 2000
-_DATA_FIELD = re.compile(r'"data":"([A-Za-z0-9+/=]*)"')
 
 # PyTCP's FsmState -> RFC 9293 names.
 TCP_STATES = {
@@ -66,44 +67,6 @@ SHUTDOWN = {"rd": 0, "wr": 1, "rdwr": 2}
 TUNSETIFF = 0x400454CA
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
-
-_REQUIRED = object()
-
-
-class Failure(Exception):
-    """An ok:false reply: `code` is the protocol's errno field."""
-
-    def __init__(self, code, message):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def malformed(message):
-    return Failure("EBADMSG", message)
-
-
-def arg(args, name, kind, default=_REQUIRED):
-    value = args.get(name)
-    if value is None:
-        if default is _REQUIRED:
-            raise malformed(f"missing argument {name!r}")
-        return default
-    # bool is an int subclass; only accept it where a flag is meant.
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and value >= 0
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is bool:
-        ok = isinstance(value, (bool, int))
-        value = bool(value) if ok else value
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
-        raise malformed(f"argument {name!r} has a bad value: {value!r}")
-    return value
-
 
 def ipv4(addr):
     """Numeric IPv4 only: the stack runs IPv4 alone on the lab link, and names are never resolved."""
@@ -189,9 +152,9 @@ class Agent:
                 if op not in ("hello", "sysctl"):
                     self.require_up()
                 result = await handler(args)
-            return {"ok": True, "result": result, "t": time.monotonic()}
+            return succeeded(result)
         except Failure as exc:
-            code, message = exc.code, exc.message
+            return failed(exc)
         except TimeoutError as exc:
             # PyTCP's own deadlines (recv/accept timeout=) raise a bare TimeoutError; a TCP-level
             # timeout (connect's SYN retries) carries ETIMEDOUT.
@@ -204,7 +167,7 @@ class Agent:
             code, message = "EBADMSG", f"bad arguments: {exc!r}"
         except Exception as exc:  # noqa: BLE001 - the agent must survive its own bugs
             code, message = "EIO", f"agent error: {exc!r}"
-        return {"ok": False, "errno": code, "error": message, "t": time.monotonic()}
+        return failed(Failure(code, message))
 
     # -- bring-up ------------------------------------------------------------
 
@@ -458,24 +421,10 @@ class Agent:
             if not done:
                 raise Failure("timeout", f"job {jid} ({job.op}) still running after {timeout:g} s")
         except Failure as exc:
-            return {"ok": False, "errno": exc.code, "error": exc.message, "t": time.monotonic()}
+            return failed(exc)
         self.jobs.pop(jid, None)
         # As if made directly: `t` stays the time the background call returned.
         return job.task.result()
-
-
-class Log:
-    def __call__(self, tag, text):
-        # Payloads are evidence in the pcap already; in the log their length is enough.
-        text = _DATA_FIELD.sub(lambda m: f'"data":"<{len(m.group(1)) * 3 // 4 - m.group(1).count("=")} bytes>"'
-                               if len(m.group(1)) > 48 else m.group(0), text)
-        if len(text) > LOG_LINE_MAX:
-            text = f"{text[:LOG_LINE_MAX]}...({len(text)} chars)"
-        line = f"{time.monotonic():.6f} {tag} {text}\n".encode("utf-8", "replace")
-        try:
-            os.write(2, line)
-        except OSError:
-            pass
 
 
 class StackLogHandler(logging.Handler):
@@ -528,30 +477,12 @@ async def serve(agent, log, reader, writer):
         raw = raw.strip()
         if not raw:
             continue
-        log(">", raw.decode("utf-8", "replace"))
-        rid, quit_after = None, False
+        rid, op, args, reply = parse_request(raw, log)
+        quit_after = op == "quit"
+        if reply is None:
+            reply = succeeded({}) if quit_after else await agent.execute(op, args)
         try:
-            request = json.loads(raw)
-            if not isinstance(request, dict):
-                raise ValueError("request is not an object")
-            rid = request.get("id")
-            op = request.get("op")
-            args = request.get("args")
-            args = {} if args is None else args
-            if "id" not in request or not isinstance(op, str) or not isinstance(args, dict):
-                raise ValueError("request needs an id, an op string, and an args object")
-        except ValueError as exc:  # includes JSON and UTF-8 decoding errors
-            reply = {"ok": False, "errno": "EBADMSG", "error": f"malformed request: {exc}",
-                     "t": time.monotonic()}
-        else:
-            if op == "quit":
-                reply, quit_after = {"ok": True, "result": {}, "t": time.monotonic()}, True
-            else:
-                reply = await agent.execute(op, args)
-        line = json.dumps({"id": rid, **reply}, separators=(",", ":"))
-        log("<", line)
-        try:
-            await write_all(writer, line.encode() + b"\n")
+            await write_all(writer, reply_line(rid, reply, log))
         except OSError as exc:
             log("eof", f"control channel broken: {exc}")
             return
@@ -588,42 +519,18 @@ def main():
     log = Log()
     configure_stack_log(log)
     agent = Agent(log)
-    # Keep the protocol on a private fd so a stray print() cannot corrupt it.
-    out_fd = os.dup(1)
-    os.dup2(2, 1)
-    version = f"PyTCP {pmd_pytcp.__version__}"
-    if not opts.unix:
-        log("ready", f"pid {os.getpid()} {STACK} {version} on stdin/stdout")
-        asyncio.run(run_stdio(agent, log, out_fd))
-        log("exit", "bye")
-        return 0
+    out_fd = private_stdout()
+    banner = f"pid {os.getpid()} {STACK} PyTCP {pmd_pytcp.__version__}"
     try:
-        try:
-            os.unlink(opts.unix)
-        except FileNotFoundError:
-            pass
-        listener = kernel_socket.socket(kernel_socket.AF_UNIX, kernel_socket.SOCK_STREAM)
-        listener.bind(opts.unix)
-        # The harness may run as another uid; the run directory guards access.
-        os.chmod(opts.unix, 0o666)
-        listener.listen(1)
-    except OSError as exc:
-        # Typically a run directory that uid 0 without CAP_DAC_OVERRIDE cannot write.
-        log("exit", f"cannot serve on {opts.unix}: {exc}")
-        return 1
-    try:
-        log("ready", f"pid {os.getpid()} {STACK} {version} listening on {opts.unix}")
-        conn, _ = listener.accept()
-        listener.close()
-        log("ready", "control connection accepted")
-        asyncio.run(run_unix(agent, log, conn))
+        if opts.unix:
+            with unix_channel(opts.unix, log, banner) as conn:
+                asyncio.run(run_unix(agent, log, conn))
+        else:
+            log("ready", f"{banner} on stdin/stdout")
+            asyncio.run(run_stdio(agent, log, out_fd))
     except KeyboardInterrupt:
         pass
     finally:
-        try:
-            os.unlink(opts.unix)
-        except OSError:
-            pass
         log("exit", "bye")
     return 0
 
