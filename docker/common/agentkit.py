@@ -14,6 +14,9 @@ import socket
 import threading
 import time
 
+# The protocol's operations an agent implements as op_<name>; start, wait and quit are the loop's.
+OPS = ("hello", "listen", "accept", "connect", "send", "recv", "shutdown", "close", "setsockopt",
+       "getsockopt", "state", "conns", "sysctl")
 DEFAULT_TIMEOUT = 5.0
 LOG_LINE_MAX = 2000
 _DATA_FIELD = re.compile(r'"data":"([A-Za-z0-9+/=]*)"')

@@ -34,7 +34,7 @@ from pmd_pytcp.socket.tcp__socket import TcpSocket
 
 # Beside this file in the image (the agent runs only there).
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
-from agentkit import (DEFAULT_TIMEOUT, Failure, Log, arg, failed, malformed, parse_request,  # noqa: E402
+from agentkit import (DEFAULT_TIMEOUT, OPS, Failure, Log, arg, failed, malformed, parse_request,  # noqa: E402
                       private_stdout, reply_line, succeeded, unix_channel)
 
 STACK = "pytcp"
@@ -101,21 +101,7 @@ class Agent:
         self.next_sock = 1
         self.next_job = 1
         self.up = None  # the bring-up task, shared by concurrent hellos
-        self.ops = {
-            "hello": self.op_hello,
-            "listen": self.op_listen,
-            "accept": self.op_accept,
-            "connect": self.op_connect,
-            "send": self.op_send,
-            "recv": self.op_recv,
-            "shutdown": self.op_shutdown,
-            "close": self.op_close,
-            "setsockopt": self.op_setsockopt,
-            "getsockopt": self.op_getsockopt,
-            "state": self.op_state,
-            "conns": self.op_conns,
-            "sysctl": self.op_sysctl,
-        }
+        self.ops = {op: getattr(self, f"op_{op}") for op in OPS}
 
     # -- bookkeeping ---------------------------------------------------------
 
