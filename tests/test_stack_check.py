@@ -36,3 +36,22 @@ def test_a_stack_that_does_not_answer_at_all_stops_the_run(monkeypatch):
     # there rather than let any other stack answer.
     with pytest.raises(TargetError, match="EADDRNOTAVAIL|does not answer a SYN on its listener"):
         start_with(monkeypatch, kernel=False)
+
+
+def test_signatures_tell_the_stacks_apart():
+    from scapy.layers.inet import IP, TCP
+
+    from harness.targets.spec import synack_signature
+
+    def synack(window, ttl, df, options=(("MSS", 1460),)):
+        return (IP(ttl=ttl, flags="DF" if df else 0) / TCP(flags="SA", window=window, options=list(options)))[TCP]
+
+    lwip = synack_signature("lwIP", window=65535, ttl=255, df=False)
+    smoltcp = synack_signature("smoltcp", window=65535, ttl=64, df=True)
+    linux_like = synack(64240, 64, True)
+    assert lwip(synack(65535, 255, False)) is None
+    assert smoltcp(synack(65535, 64, True)) is None
+    assert lwip(linux_like) == "window 64240, lwIP advertises 65535"
+    assert smoltcp(synack(65535, 255, False)) == "IP TTL 255, smoltcp sends 64"
+    assert lwip(synack(65535, 255, True)) == "IP DF set, lwIP never sets it"
+    assert "options" in lwip(synack(65535, 255, False, options=[("MSS", 1460), ("SAckOK", b"")]))

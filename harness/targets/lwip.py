@@ -1,24 +1,6 @@
 """lwIP 2.1.3 (Debian's liblwip, unix port) on a TAP in a container, driven through its socket API."""
 from ..peer import Timing
-from .spec import TargetSpec
-
-
-def _synack_check(tcp) -> str | None:
-    """lwIP answers the probe (MSS 1460 only) with its unscaled TCP_WND 65535 (Debian's lwipopts.h;
-    no window scale offered back to a SYN without one), MSS 1460 alone, and IP TTL 255
-    (IP_DEFAULT_TTL) without DF. Linux would offer a 64240 window, more options, TTL 64 and DF."""
-    options = [(name, value) for name, value in tcp.options]
-    if tcp.window != 65535:
-        return f"window {tcp.window}, lwIP advertises 65535"
-    if options != [("MSS", 1460)]:
-        return f"options {options}, lwIP answers this SYN with MSS 1460 alone"
-    ip = tcp.underlayer
-    if ip is not None and getattr(ip, "ttl", None) is not None:
-        if ip.ttl != 255:
-            return f"IP TTL {ip.ttl}, lwIP sends 255"
-        if "DF" in str(ip.flags):
-            return "IP DF set, lwIP never sets it"
-    return None
+from .spec import TargetSpec, synack_signature
 
 
 TARGET = TargetSpec(
@@ -30,5 +12,6 @@ TARGET = TargetSpec(
     capabilities=frozenset({"so_linger", "so_reuseaddr", "shutdown_rd", "state", "conns", "bind_port"}),
     kernel=False,
     runtimes=("docker",),
-    synack_check=_synack_check,
+    # Unscaled TCP_WND (Debian's lwipopts.h), MSS alone, IP_DEFAULT_TTL 255, never DF.
+    synack_check=synack_signature("lwIP", window=65535, ttl=255, df=False),
 )

@@ -1,17 +1,6 @@
 """PyTCP (the pmd-pytcp package), a TCP/IP stack in pure Python, on a TAP in a container."""
 from ..peer import Timing
-from .spec import TargetSpec
-
-
-def _synack_check(tcp) -> str | None:
-    """PyTCP answers the probe (MSS 1460 only) with a 65535-byte window (TCP__RCV_WND_MAX, no
-    scaling offered back) and MSS 1460 alone; Linux would offer 64240."""
-    options = [name for name, _ in tcp.options]
-    if tcp.window != 65535:
-        return f"window {tcp.window}, PyTCP advertises 65535"
-    if options != ["MSS"]:
-        return f"options {options}, PyTCP answers this SYN with MSS alone"
-    return None
+from .spec import TargetSpec, synack_signature
 
 
 TARGET = TargetSpec(
@@ -27,5 +16,6 @@ TARGET = TargetSpec(
     }),
     kernel=False,
     runtimes=("docker",),
-    synack_check=_synack_check,
+    # TCP__RCV_WND_MAX 65535 unscaled, MSS alone.
+    synack_check=synack_signature("PyTCP", window=65535),
 )

@@ -1,25 +1,6 @@
 """smoltcp 0.14.0 (Rust, crates.io) on a TAP in a container, driven through its tcp::Socket API."""
 from ..peer import Timing
-from .spec import TargetSpec
-
-
-def _synack_check(tcp) -> str | None:
-    """smoltcp answers the probe (MSS 1460 only) with the agent's 65535-byte receive buffer as an
-    unscaled window, MSS 1460 alone (no window scale, SACK or timestamps offered back to a SYN
-    without them), from an IPv4 header with TTL 64 and DF. Linux would offer a 64240 window;
-    lwIP would send TTL 255 without DF."""
-    options = [(name, value) for name, value in tcp.options]
-    if tcp.window != 65535:
-        return f"window {tcp.window}, the smoltcp agent advertises 65535"
-    if options != [("MSS", 1460)]:
-        return f"options {options}, smoltcp answers this SYN with MSS 1460 alone"
-    ip = tcp.underlayer
-    if ip is not None and getattr(ip, "ttl", None) is not None:
-        if ip.ttl != 64:
-            return f"IP TTL {ip.ttl}, smoltcp sends 64"
-        if "DF" not in str(ip.flags):
-            return "IP DF clear, smoltcp always sets it"
-    return None
+from .spec import TargetSpec, synack_signature
 
 
 TARGET = TargetSpec(
@@ -33,5 +14,6 @@ TARGET = TargetSpec(
     capabilities=frozenset({"so_linger", "so_reuseaddr", "state", "conns", "bind_port", "timestamps"}),
     kernel=False,
     runtimes=("docker",),
-    synack_check=_synack_check,
+    # The agent's 65535-byte receive buffer unscaled, MSS alone, TTL 64, always DF.
+    synack_check=synack_signature("smoltcp", window=65535, ttl=64, df=True),
 )

@@ -32,3 +32,24 @@ class TargetSpec:
 
     def host_agent_command(self, python: str) -> list[str]:
         return [python, "-u", os.path.join(self.image_dir, self.agent_on_host)]
+
+
+def synack_signature(stack: str, window: int, ttl: int | None = None, df: bool | None = None,
+                     options: tuple = (("MSS", 1460),)) -> Callable:
+    """A synack_check: the window, options and IP header a stack answers the probe SYN (MSS 1460
+    alone) with. Linux would offer a 64240 window, more options, TTL 64 and DF."""
+
+    def check(tcp) -> str | None:
+        if tcp.window != window:
+            return f"window {tcp.window}, {stack} advertises {window}"
+        got = [(name, value) for name, value in tcp.options]
+        if got != list(options):
+            return f"options {got}, {stack} answers this SYN with {list(options)}"
+        ip = tcp.underlayer
+        if ip is not None and ttl is not None and ip.ttl != ttl:
+            return f"IP TTL {ip.ttl}, {stack} sends {ttl}"
+        if ip is not None and df is not None and ("DF" in str(ip.flags)) != df:
+            return f"IP DF {'clear' if df else 'set'}, {stack} {'always' if df else 'never'} sets it"
+        return None
+
+    return check
