@@ -2,7 +2,6 @@
 import itertools
 import os
 import sys
-import time
 
 from . import lab as lab_mod
 from . import runtime, targets
@@ -70,12 +69,11 @@ class Session:
         self.peer_ports = PortPool()
         self.target_ports = PortPool()
         self.instance = self.lab = self.wire = None
-        self.started_in = None
         self._failure: HarnessError | None = None
         removed = lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])
         if removed:
-            self.notice(f"removed {len(removed)} leftovers of an earlier killed run: {', '.join(removed[:5])}"
-                   + (" ..." if len(removed) > 5 else ""))
+            self.notice(f"removed {len(removed)} leftovers of an earlier killed run: "
+                        f"{', '.join(removed[:5])}" + (" ..." if len(removed) > 5 else ""))
 
     def ensure(self) -> None:
         """Start the target and its lab, or restart them if the target died; a failed start is
@@ -87,7 +85,6 @@ class Session:
         if self.instance is not None:
             self.notice(f"target {self.spec.name} died; restarting it")
             self.close()
-        t0 = time.monotonic()
         try:
             label = f"{self.spec.name}-{self.index}"
             env = lab_mod.Addressing(self.index).stack_env()
@@ -105,7 +102,6 @@ class Session:
             self._failure = failure
             self.close()
             raise failure from exc
-        self.started_in = time.monotonic() - t0
 
     def new_case(self) -> tuple[Peer, Target]:
         self.ensure()
