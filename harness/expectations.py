@@ -2,12 +2,14 @@
 
     [[deviation]]
     case = "cases/close/test_x.py::test_y"       # the case's node id
+    step = "answered from CLOSED"                 # the step it shows in (none: the case's own check)
     observed = "received RST,ACK seq=0"           # text the failure message must contain
     rfc = "RFC 9293 §3.10.7.1"
     why = "lwIP's tcp_rst_common() always sets ACK (src/core/tcp_out.c)"
 
-A recorded deviation that shows up as recorded is EXPECTED (the run passes). If the case passes
-instead, or fails differently, the verdict is FAIL: a fixed bug or a new one shows up as a change.
+A recorded deviation that shows up as recorded is EXPECTED (the run passes), and the case goes on
+after its step (harness/steps.py). If the step passes instead, or fails differently, the verdict is
+FAIL: a fixed bug or a new one shows up as a change.
 A deviation that depends on chance (e.g. on how two hashed ISNs compare) carries
 `intermittent = true`: a run where it does not show keeps the case's own verdict. One that can
 show in more than one way lists them: `observed = ["text one", "text two"]` (any of them).
@@ -26,9 +28,11 @@ class Deviation:
     rfc: str
     why: str
     intermittent: bool = False
+    step: str | None = None
 
 
-def load(target: str, directory: str = DEFAULT_DIR) -> dict[str, Deviation]:
+def load(target: str, directory: str = DEFAULT_DIR) -> dict[str, dict[str | None, Deviation]]:
+    """case node id -> step name (None: the case's own check) -> its recorded deviation."""
     path = os.path.join(directory, f"{target}.toml")
     if not os.path.exists(path):
         return {}
@@ -41,8 +45,12 @@ def load(target: str, directory: str = DEFAULT_DIR) -> dict[str, Deviation]:
             raise ValueError(f"{path}: a deviation lacks {', '.join(missing)}: {entry}")
         observed = entry["observed"]
         observed = tuple(observed) if isinstance(observed, list) else observed
-        out[entry["case"]] = Deviation(entry["case"], observed, entry["rfc"], entry["why"],
-                                       bool(entry.get("intermittent", False)))
+        deviation = Deviation(entry["case"], observed, entry["rfc"], entry["why"],
+                              bool(entry.get("intermittent", False)), entry.get("step"))
+        steps = out.setdefault(deviation.case, {})
+        if deviation.step in steps:
+            raise ValueError(f"{path}: two deviations for {deviation.case} step {deviation.step or '(the case)'}")
+        steps[deviation.step] = deviation
     return out
 
 

@@ -154,6 +154,8 @@ class Peer:
         self.timing = timing
         self._ports = ports
         self.connections: list["Connection"] = []
+        # Told of every check a connection makes (the case's step log keeps them as evidence).
+        self.on_check = None
 
     @property
     def addr(self):
@@ -210,8 +212,9 @@ class Connection:
         self.snd_wnd: int | None = None  # the target's last advertised window
         self.window = window
         self.mss = mss
-        self.timestamps = timestamps
+        self.timestamps = timestamps  # offered; after the target's SYN: negotiated (RFC 7323 §3.2)
         self.ts_recent: int | None = None  # the target's last TSval
+        self.ack_sent: int | None = None   # the ACK field of the peer's last segment with ACK
         self._ts_base = random.getrandbits(31)
         self.view = SeqView(self.iss)
         self.received: list[TCP] = []
@@ -238,6 +241,8 @@ class Connection:
         """Send a segment exactly as built; SND.NXT moves only if it starts at SND.NXT."""
         if tcp.seq == self.snd_nxt:
             self.snd_nxt = seq_add(self.snd_nxt, seg_len(tcp))
+        if "A" in str(tcp.flags) and "R" not in str(tcp.flags):
+            self.ack_sent = tcp.ack
         self.peer.wire.send(self.peer.wire.frame(tcp))
         return tcp
 
@@ -274,6 +279,9 @@ class Connection:
             self.irs = tcp.seq
             self.rcv_nxt = tcp.seq
             self.view.irs = tcp.seq
+            # RFC 7323 §3.2: timestamps are used only if both SYNs carry the option.
+            if self.timestamps and "Timestamp" not in dict(tcp.options):
+                self.timestamps = False
         if self.rcv_nxt is not None and tcp.seq == self.rcv_nxt and "R" not in flags:
             self.rcv_nxt = seq_add(self.rcv_nxt, seg_len(tcp))
         if "A" in flags and seq_diff(tcp.ack, self.snd_una) > 0 and seq_diff(tcp.ack, self.snd_nxt) <= 0:
@@ -293,18 +301,30 @@ class Connection:
         self._absorb(tcp)
         return tcp
 
-    def expect(self, *specs, within: float | None = None) -> TCP:
+    def outstanding(self) -> bool:
+        """The target has sent sequence space the peer has not acknowledged (so a retransmission
+        of it may come, carrying an ACK the case expects)."""
+        return self.rcv_nxt is not None and self.ack_sent is not None and seq_diff(self.rcv_nxt, self.ack_sent) > 0
+
+    def _checked(self, wanted: Alternatives, tcp: TCP | None, outstanding: bool) -> None:
+        if self.peer.on_check is not None:
+            self.peer.on_check(self, wanted, tcp, outstanding)
+
+    def expect(self, *specs, within: float | None = None, why: str = "") -> TCP:
         """Wait for a segment matching one of `specs`; others are skipped (and reported on failure)."""
         __tracebackhide__ = True  # a failure points at the case's line, not at the harness
         wanted = alternatives(*specs)
         within = self.peer.timing.reply if within is None else within
         deadline = time.monotonic() + within
+        outstanding = self.outstanding()
         seen = []
         while True:
             tcp = self.next_segment(max(0.0, deadline - time.monotonic()))
             if tcp is None:
-                raise Mismatch(self._mismatch(wanted, seen, within))
+                self._checked(wanted, None, outstanding)
+                raise Mismatch(self._mismatch(wanted, seen, within, why))
             if wanted.match(tcp):
+                self._checked(wanted, tcp, outstanding)
                 return tcp
             seen.append(tcp)
 
@@ -314,10 +334,23 @@ class Connection:
         __tracebackhide__ = True
         wanted = alternatives(*specs)
         within = self.peer.timing.reply if within is None else within
+        outstanding = self.outstanding()
         tcp = self.next_segment(within)
-        if tcp is None or not wanted.match(tcp):
-            text = self._mismatch(wanted, [tcp] if tcp is not None else [], within)
-            raise Mismatch(f"{why}:\n{text}" if why else text)
+        ok = tcp is not None and wanted.match(tcp)
+        self._checked(wanted, tcp if ok else None, outstanding)
+        if not ok:
+            raise Mismatch(self._mismatch(wanted, [tcp] if tcp is not None else [], within, why))
+        return tcp
+
+    def check(self, tcp: TCP, *specs, why: str = "") -> TCP:
+        """A segment already received must match one of `specs` (a second look at it, for
+        another requirement than the one it was waited for under)."""
+        __tracebackhide__ = True
+        wanted = alternatives(*specs)
+        ok = wanted.match(tcp) is not None
+        self._checked(wanted, tcp if ok else None, False)
+        if not ok:
+            raise Mismatch(self._mismatch(wanted, [tcp], None, why))
         return tcp
 
     def expect_silence(self, for_: float | None = None) -> None:
@@ -339,16 +372,21 @@ class Connection:
         irs = "unknown" if self.irs is None else f"{self.irs:#010x}"
         return f"peer ISS {self.iss:#010x}, target ISS {irs}"
 
-    def _mismatch(self, wanted: Alternatives, seen: list, within: float) -> str:
-        """First line: the short story; then the alternatives and every segment seen, in full."""
+    def _mismatch(self, wanted: Alternatives, seen: list, within: float | None, why: str = "") -> str:
+        """First line: what was expected and what came (or that nothing came); then the case's
+        explanation, the alternatives and every segment seen, in full."""
         expected = " or ".join(spec.describe(self.view) for spec in wanted.options)
         got = describe(seen[0], self.view, True) + (f" (+{len(seen) - 1} more)" if len(seen) > 1 else "") \
             if seen else f"nothing within {within:.2f} s"
-        lines = [f"expected {expected}; received {got}",
-                 f"on {self.endpoints()} ({self.isns()}; numbers relative to the ISNs), waited up to "
-                 f"{within:.2f} s for:"]
+        lines = [f"expected {expected}; received {got}"]
+        if why:
+            lines.append(why)
+        waited = f"waited up to {within:.2f} s for:" if within is not None else "the segment had to match:"
+        lines.append(f"on {self.endpoints()} ({self.isns()}; numbers relative to the ISNs), {waited}")
         for i, spec in enumerate(wanted.options):
             lines.append(f"    {'   ' if i == 0 else 'or '}{spec.describe(self.view)}")
+            if spec.pure_ack:
+                lines.append("       or that ACK piggybacked on a retransmission (RFC 9293 §3.10.7.4 seventh)")
         if seen:
             lines.append("received instead:")
             lines += [f"    {describe(t, self.view, True)}" for t in seen]

@@ -12,12 +12,12 @@ import time
 import pytest
 
 from . import evidence, expectations, targets
-from .agent import OpError
 from .caselab import CaseLab
 from .cleanup import REGISTRY
-from .errors import HarnessError, Unsupported
+from .errors import HarnessError
 from .requirements import LEVELS, lookup
 from .results import STATUS, Results
+from .steps import StepLog
 from .runtime import docker_client
 from .session import Session, notice
 
@@ -119,7 +119,10 @@ def synfin_session(request):
 @pytest.fixture
 def lab(synfin_session, request):
     peer, target = synfin_session.new_case()
-    case = CaseLab(synfin_session, peer, target)
+    rid, level = _requirement(request.node.get_closest_marker("requirement"))
+    steps = StepLog(request.node.originalname.removeprefix("test_"), rid, level,
+                    request.config._synfin_expected.get(request.node.nodeid))
+    case = CaseLab(synfin_session, peer, target, steps)
     request.node._synfin_lab = case
     yield case
     try:
@@ -129,17 +132,6 @@ def lab(synfin_session, request):
 
 
 # -- verdicts ---------------------------------------------------------------------------------
-def _verdict(level: str, excinfo) -> str:
-    if excinfo is None:
-        return "INFO" if level in ("INFO", "MAY") else "PASS"
-    if excinfo.errisinstance(Unsupported):
-        return "UNSUPPORTED"
-    # pytest.fail (also raised by pytest.raises when nothing is raised) is a failed check too.
-    if excinfo.errisinstance((AssertionError, OpError, pytest.fail.Exception)):
-        return "WARN" if level == "SHOULD" else "FAIL"
-    return "ERROR"  # harness errors, and bugs in a case, are never a stack's deviation
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -152,27 +144,43 @@ def pytest_runtest_makereport(item, call):
         report.sections.append(("synfin rerun", _rerun(item)))
     if report.when != "call":
         return report
-    verdict = _verdict(level, call.excinfo)
-    message = ""
-    if verdict in ("FAIL", "WARN", "ERROR"):
-        message = _error_text(call.excinfo) if verdict == "ERROR" else str(call.excinfo.value)
-    deviation = item.config._synfin_expected.get(item.nodeid)
-    verdict, message = expectations.apply(deviation, verdict, message)
-    if deviation is not None and verdict == "FAIL" and call.excinfo is None:
+    case = getattr(item, "_synfin_lab", None)
+    # A case without the lab fixture has no steps of its own: only its body can be judged.
+    steps = case.steps if case is not None else StepLog(
+        item.originalname, rid, level, item.config._synfin_expected.get(item.nodeid))
+    exc = call.excinfo.value if call.excinfo is not None else None
+    outcome = steps.finish(exc, lambda _: _error_text(call.excinfo))
+    verdict, message = outcome.verdict, outcome.message
+    if verdict == "ERROR" and call.excinfo is not None:
+        message = outcome.message = _error_text(call.excinfo)
+    rewritten = exc is None or message != str(exc)  # a verdict the expectations (or a step) decided
+    recorded = message  # results.json keeps the step apart from the message
+    if outcome is not steps.body and verdict != "PASS":
+        where = f"step {outcome.name!r} ({outcome.requirement}, {outcome.level})"
+        message = f"{where}: {message}"
+        report.sections.append(("synfin verdict", f"{verdict} at {where}; the case checks {rid} ({level})"))
+    if verdict == "FAIL":
         report.outcome = "failed"
-        report.longrepr = message
-    if verdict == "UNSUPPORTED":
-        message = str(call.excinfo.value)
+        if rewritten:
+            report.longrepr = message
+    elif verdict == "UNSUPPORTED":
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1], f"UNSUPPORTED: {message}")
     elif verdict == "ERROR":
+        report.outcome = "failed"
         report.longrepr = message
-    elif verdict in ("WARN", "EXPECTED"):
+    else:  # PASS, INFO, WARN, EXPECTED: the run passes
         report.outcome = "passed"
-    _set(report, verdict, rid, level, message)
-    case = getattr(item, "_synfin_lab", None)
+        report.longrepr = None
+    _set(report, verdict, outcome.requirement, outcome.level, recorded)
+    report.user_properties.append(("synfin_case_requirement", [rid, level]))
+    report.user_properties.append(("synfin_step", outcome.name if outcome is not steps.body else None))
+    report.user_properties.append(("synfin_steps", steps.records()))
+    report.user_properties.append(("synfin_checks", steps.checks))
     if case is not None:
         report.user_properties.append(("synfin_notes", {k: str(v) for k, v in case.notes.items()}))
+        report.user_properties.append(("synfin_choices", {k: str(v) for k, v in case.choices.items()}))
+        report.user_properties.append(("synfin_settings", dict(case.target.settings)))
         report.user_properties.append(("synfin_waited", case.waited()))
         report.user_properties.append(("synfin_blocked", case.blocked()))
         report.user_properties.append(("synfin_wall", time.monotonic() - case.started))
@@ -228,7 +236,7 @@ def _write_evidence(item, report, case) -> None:
 
 
 def pytest_report_teststatus(report, config):
-    verdict = getattr(report, "synfin_verdict", None) or dict(report.user_properties).get("synfin_verdict")
+    verdict = getattr(report, "synfin_verdict", None) or dict(getattr(report, "user_properties", ())).get("synfin_verdict")
     if verdict and (report.when == "call" or verdict == "ERROR"):
         return STATUS[verdict]
     return None

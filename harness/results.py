@@ -34,9 +34,16 @@ class Results:
         if not verdict or (report.when != "call" and verdict != "ERROR"):
             return
         rid, level = props.get("synfin_requirement", [None, None])
+        case_rid, case_level = props.get("synfin_case_requirement", [rid, level])
         self.records.append({
-            "case": report.nodeid, "requirement": rid, "level": level, "verdict": verdict,
-            "message": props.get("synfin_message", ""), "notes": props.get("synfin_notes", {}),
+            "case": report.nodeid,
+            # The requirement the verdict belongs to: the failed step's, or the case's own.
+            "requirement": rid, "level": level, "verdict": verdict, "step": props.get("synfin_step"),
+            "case_requirement": case_rid, "case_level": case_level,
+            "message": props.get("synfin_message", ""),
+            "choices": props.get("synfin_choices", {}), "notes": props.get("synfin_notes", {}),
+            "settings": props.get("synfin_settings", {}),
+            "steps": props.get("synfin_steps", []), "checks": props.get("synfin_checks", []),
             "duration": report.duration, "waited": props.get("synfin_waited", 0.0),
             "blocked": props.get("synfin_blocked", 0.0),
             "evidence": props.get("synfin_evidence"), "rerun": dict(report.sections).get("synfin rerun"),
@@ -65,9 +72,13 @@ class Results:
         for r in sorted(self.records, key=lambda r: (order.index(r["verdict"]), r["case"])):
             if r["verdict"] == "PASS":
                 continue
-            tr.write_line(f"{r['verdict']:<11} {r['requirement']} ({r['level']})  {r['case']}")
-            if r["notes"]:
-                tr.write_line("            " + "; ".join(f"{k}: {v}" for k, v in r["notes"].items()))
+            where = f" at step {r['step']!r}" if r.get("step") else ""
+            tr.write_line(f"{r['verdict']:<11} {r['requirement']} ({r['level']}){where}  {r['case']}")
+            if where:
+                tr.write_line(f"            (the case checks {r['case_requirement']} ({r['case_level']}))")
+            facts = {**r.get("settings", {}), **r.get("choices", {}), **r["notes"]}
+            if facts:
+                tr.write_line("            " + "; ".join(f"{k}: {v}" for k, v in facts.items()))
             if r["verdict"] == "EXPECTED" and r["message"]:
                 tr.write_line("            " + r["message"].splitlines()[0])
             elif r["verdict"] == "WARN" and r["message"]:

@@ -3,6 +3,12 @@
 A `Seg` names only the fields a case cares about; everything else is ignored. Flags are compared
 as a set: PSH, ECE, CWR and AE are ignored unless the case names them, and `tolerate` lists flags that
 may or may not be present (RFC 9293 lets some RSTs carry ACK). `a | b` builds alternatives.
+
+One rule holds for every expectation alike: an expected pure ACK <SEQ=s><ACK=a><CTL=ACK> may arrive
+piggybacked on a retransmission of the target's earlier data or FIN (a segment ending at or before
+s that carries the same ACK): RFC 9293 §3.10.7.4 seventh, "This acknowledgment should be
+piggybacked on a segment being transmitted if possible", and MUST-40 lets the ACK wait up to 0.5 s,
+by when a retransmission may be the next segment out.
 """
 from dataclasses import dataclass, field
 
@@ -37,6 +43,12 @@ def flag_words(flags) -> str:
     return ",".join(_FLAG_NAMES[f] for f in _ORDER if f in str(flags)) or "<none>"
 
 
+def flag_letters(flags) -> str:
+    """The control bits that matter to a check, in a fixed order ("SA", "FA", "RA"): PSH and the
+    ECN bits left out."""
+    return "".join(f for f in _ORDER if f in str(flags) and f not in _IGNORED)
+
+
 def seg_len(tcp: TCP) -> int:
     """SEG.LEN: payload plus one for SYN and one for FIN."""
     flags = str(tcp.flags)
@@ -59,7 +71,25 @@ class Seg:
     def __or__(self, other) -> "Alternatives":
         return Alternatives((self,)) | other
 
+    @property
+    def pure_ack(self) -> bool:
+        """An ACK with no data and no other control bit, at a given SEQ and ACK."""
+        return (flag_set(self.flags) == {"A"} and not self.tolerate and self.seq is not None
+                and self.ack is not None and (self.length == 0 or self.payload == b""))
+
     def matches(self, tcp: TCP) -> bool:
+        return self.matches_exactly(tcp) or (self.pure_ack and self.piggybacked(tcp))
+
+    def piggybacked(self, tcp: TCP) -> bool:
+        """`tcp` repeats sequence space before SEQ (a retransmission) and carries this ACK."""
+        got = flag_set(tcp.flags)
+        if "A" not in got or got & {"S", "R"} or tcp.ack != self.ack % MOD or seg_len(tcp) == 0:
+            return False
+        if self.window is not None and tcp.window != self.window:
+            return False
+        return seq_diff(tcp.seq, self.seq) < 0 and seq_diff(seq_add(tcp.seq, seg_len(tcp)), self.seq) <= 0
+
+    def matches_exactly(self, tcp: TCP) -> bool:
         want = flag_set(self.flags)
         got = flag_set(tcp.flags)
         loose = (_IGNORED - want) | flag_set(self.tolerate)

@@ -18,6 +18,8 @@ class Target:
         self.addr = addr
         self._open: set[int] = set()
         self._sysctl_saved: dict[str, str] = {}
+        # The settings this case saw (read) or made (set): recorded with its verdict.
+        self.settings: dict[str, str] = {}
 
     @property
     def ip(self) -> str:
@@ -109,7 +111,12 @@ class Target:
         self.require("sysctl")
         if value is not None and name not in self._sysctl_saved:
             self._sysctl_saved[name] = netns.sysctl(self.instance.netns, name)
-        return netns.sysctl(self.instance.netns, name, value)
+        now = netns.sysctl(self.instance.netns, name, value)
+        if value is not None:
+            self.settings[name] = f"{now} (set by the case; was {self._sysctl_saved[name]})"
+        else:
+            self.settings.setdefault(name, now)
+        return now
 
     # -- between cases --------------------------------------------------------------------
     def reset(self) -> None:

@@ -201,3 +201,58 @@ def test_wire_frames_are_byte_for_byte_what_scapy_builds(tcp):
     reference = Ether(src=addr.peer_mac, dst=addr.target_mac) / IP(
         src=addr.peer_ip, dst=addr.target_ip, id=2, flags="DF") / tcp
     assert framer.frame(tcp) == bytes(reference)
+
+
+def established(iss=1000, irs=5000):
+    wire, conn = make(iss=iss)
+    conn.syn()
+    wire.from_target(conn, "SA", seq=irs, ack=iss + 1)
+    conn.expect(Seg("SA"))
+    conn.ack()
+    return wire, conn
+
+
+def test_an_expected_pure_ack_may_ride_on_the_retransmission_of_the_fin():
+    # RFC 9293 §3.10.7.4 seventh: the ACK "should be piggybacked on a segment being transmitted".
+    wire, conn = established()
+    wire.from_target(conn, "FA", seq=5001, ack=1001)           # the target's FIN
+    fin = conn.expect(Seg("FA", seq=5001))
+    conn.send(b"a" * 100, ack=fin.seq)                          # not ACKing the FIN
+    wire.from_target(conn, "FA", seq=5001, ack=1101)           # the FIN again, carrying the ACK
+    got = conn.expect(Seg("A", seq=5002, ack=1101, length=0, note="ACK of 100 bytes"))
+    assert str(got.flags) == "FA"
+
+
+def test_an_expected_pure_ack_may_ride_on_retransmitted_data_but_not_on_new_data():
+    wire, conn = established()
+    wire.from_target(conn, "PA", seq=5001, ack=1001, data=b"x" * 10)
+    conn.expect(Seg("A", payload=b"x" * 10))
+    spec = Seg("A", seq=5011, ack=1001, length=0)
+    assert spec.matches(TCP(flags="PA", seq=5001, ack=1001) / (b"x" * 10))   # repeats old bytes
+    assert spec.matches(TCP(flags="PA", seq=5005, ack=1001) / (b"x" * 6))    # their tail
+    assert not spec.matches(TCP(flags="PA", seq=5011, ack=1001) / b"new")    # new data
+    assert not spec.matches(TCP(flags="PA", seq=5001, ack=1000) / (b"x" * 10))  # another ACK
+    assert not spec.matches(TCP(flags="RA", seq=5001, ack=1001) / (b"x" * 10))
+    assert not spec.matches(TCP(flags="A", seq=5001, ack=1001))              # not a retransmission
+    # Only an expected pure ACK at a known SEQ and ACK gets the allowance.
+    assert not Seg("A", seq=5011, ack=1001).matches(TCP(flags="PA", seq=5001, ack=1001) / (b"x" * 10))
+    assert not Seg("FA", seq=5011, ack=1001).matches(TCP(flags="FA", seq=5001, ack=1001))
+
+
+def test_expect_next_says_what_was_expected_and_what_came_before_the_cases_explanation():
+    _, conn = established()
+    with pytest.raises(Mismatch) as err:
+        conn.expect_next(Seg("A", seq=5001, ack=1002, length=0, note="ACK of the peer's FIN"), within=0.01,
+                         why="FIN-WAIT-2 must stay silent until the peer's FIN")
+    first, second = str(err.value).splitlines()[:2]
+    assert first == "expected ACK seq=1 ack=2 len=0 (ACK of the peer's FIN); received nothing within 0.01 s"
+    assert second == "FIN-WAIT-2 must stay silent until the peer's FIN"
+
+
+def test_timestamps_count_as_negotiated_only_if_both_syns_carry_them():
+    wire, conn = make(iss=1, timestamps=True)
+    conn.syn()
+    wire.from_target(conn, "SA", seq=10, ack=2)                 # no Timestamp option
+    conn.expect(Seg("SA"))
+    conn.ack()
+    assert conn.timestamps is False and "Timestamp" not in dict(wire.sent[-1].options)

@@ -50,8 +50,17 @@ def test_load_rejects_an_entry_without_evidence(tmp_path):
 def test_load_reads_lists_and_flags(tmp_path):
     (tmp_path / "t.toml").write_text('[[deviation]]\ncase = "c"\nobserved = ["a", "b"]\nrfc = "r"\n'
                                      'why = "w"\nintermittent = true\n')
-    d = load("t", str(tmp_path))["c"]
-    assert d.observed == ("a", "b") and d.intermittent
+    d = load("t", str(tmp_path))["c"][None]
+    assert d.observed == ("a", "b") and d.intermittent and d.step is None
+
+
+def test_load_keys_deviations_by_their_step(tmp_path):
+    entry = 'case = "c"\nobserved = "o"\nrfc = "r"\nwhy = "w"\n'
+    (tmp_path / "t.toml").write_text(f'[[deviation]]\n{entry}step = "probe"\n[[deviation]]\n{entry}')
+    assert set(load("t", str(tmp_path))["c"]) == {"probe", None}
+    (tmp_path / "t.toml").write_text(f'[[deviation]]\n{entry}step = "probe"\n[[deviation]]\n{entry}step = "probe"\n')
+    with pytest.raises(ValueError, match="two deviations for c step probe"):
+        load("t", str(tmp_path))
 
 
 @pytest.mark.parametrize("target", ["linux", "lwip", "smoltcp", "pytcp"])

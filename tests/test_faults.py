@@ -3,42 +3,15 @@
 Each test runs a small case file through pytest in a subprocess, as a user would, and reads the
 verdicts from its results.json.
 """
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from suite import run_cases
 
 from harness import runtime
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs root")
 needs_docker = pytest.mark.skipif(runtime.docker_client()[0] is None, reason="needs a Docker engine")
-
-HEADER = """
-import os, signal, docker
-from harness.markers import requirement
-from harness.segments import Seg
-"""
-
-
-def run_cases(tmp_path, body: str, *args, env=None, timeout=120, extra=""):
-    cases = tmp_path / "cases"
-    cases.mkdir(exist_ok=True)
-    (cases / "test_fault.py").write_text(HEADER + textwrap.dedent(body) + extra)
-    results = tmp_path / "results"
-    # An explicit rootdir: node ids (and so expectations) must not depend on where the repo lives.
-    cmd = [sys.executable, "-m", "pytest", str(cases), "-p", "harness.plugin", "-p", "no:cacheprovider",
-           f"--rootdir={tmp_path}", f"--results={results}", "-q", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-    path = results / "linux" / "results.json"
-    verdicts = {}
-    if path.exists():
-        verdicts = {r["case"].rsplit("::", 1)[1]: r for r in json.loads(path.read_text())["results"]}
-    return proc, verdicts
 
 
 PASSING = """

@@ -10,8 +10,7 @@ def test_close_sends_fin_then_fin_wait_2_then_time_wait(lab):
     FIN-WAIT-2"; eighth, FIN-WAIT-2: "Enter the TIME-WAIT state", after sending "an acknowledgment
     for the FIN" (Figure 12: <SEQ=101><ACK=301><CTL=ACK>)."""
     conn, _, sock = lab.passive_open()
-    lab.target.close(sock)
-    fin = conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="FIN at SND.NXT"))
+    fin = lab.target_fin(conn, sock)
     assert lab.target.conn_state(conn.dport, conn.sport) == "FIN-WAIT-1"
     conn.ack()
     assert lab.target.conn_state(conn.dport, conn.sport) == "FIN-WAIT-2"
@@ -27,8 +26,7 @@ def test_fin_carrying_the_ack_of_our_fin_goes_from_fin_wait_1_to_time_wait(lab):
     """§3.10.7.4 eighth, FIN-WAIT-1: "If our FIN has been ACKed (perhaps in this segment), then
     enter TIME-WAIT"; the FIN is acknowledged (RFC 1122 §4.2.2.8: three-way close)."""
     conn, _, sock = lab.passive_open()
-    lab.target.close(sock)
-    fin = conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="FIN at SND.NXT"))
+    fin = lab.target_fin(conn, sock)
     # One segment: our FIN, acknowledging the target's FIN (conn.rcv_nxt is already past it).
     conn.fin()
     conn.expect_next(Seg("A", seq=seq_add(fin.seq, 1), ack=conn.snd_nxt, length=0,

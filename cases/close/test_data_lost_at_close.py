@@ -11,11 +11,10 @@ def test_close_with_unread_data_sends_rst_not_fin(lab):
     (RFC 2525 §2.17 "Failure to RST on close with data pending"); the RST is the ABORT form of
     §3.10.5, <SEQ=SND.NXT><CTL=RST>."""
     conn, _, sock = lab.passive_open()
-    conn.send(b"u" * 1000)
-    conn.expect(Seg("A", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="ACK of the unread 1000 bytes"))
+    lab.data_acked(conn, b"u" * 1000, note="ACK of the unread 1000 bytes")
     lab.target.close(sock)
     conn.expect_next(Seg("R", seq=conn.rcv_nxt, tolerate="A", note="RST at SND.NXT"),
-                why="close() with unread data must send a RST and no FIN")
+                     why="close() with unread data must send a RST and no FIN")
     assert lab.target.conn_state(conn.dport, conn.sport) == "CLOSED"
 
 
@@ -25,11 +24,11 @@ def test_data_after_full_close_gets_rst(lab):
     SHOULD send a RST to show that data was lost". After the FIN, SND.NXT is the FIN's SEQ+1, which
     is also the data's ACK field (§3.10.5 <SEQ=SND.NXT>, as in RFC 2525's "better behavior" trace)."""
     conn, _, sock = lab.passive_open()
-    lab.target.close(sock)
-    fin = conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="FIN at SND.NXT"))
-    conn.ack()
-    assert lab.target.conn_state(conn.dport, conn.sport) == "FIN-WAIT-2"
+    fin = lab.target_fin(conn, sock)
+    with lab.step("the ACK of the FIN: FIN-WAIT-2", "R9293-3.6", gate=True):
+        conn.ack()
+        assert lab.target.conn_state(conn.dport, conn.sport) == "FIN-WAIT-2"
     conn.send(b"d" * 100)
     conn.expect_next(Seg("R", seq=seq_add(fin.seq, 1), tolerate="A", note="RST at SND.NXT (after the FIN)"),
-                why="data after close() must get a RST")
+                     why="data after close() must get a RST")
     assert lab.target.conn_state(conn.dport, conn.sport) == "CLOSED"

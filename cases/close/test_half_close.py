@@ -9,10 +9,10 @@ def test_after_shutdown_wr_the_target_still_receives_and_acks(lab):
     remote peer has CLOSED also"; case 1: "RECEIVEs are allowed in this state" (FIN-WAIT-1), and
     §3.10.7.4 seventh processes text in FIN-WAIT-1 and FIN-WAIT-2 as in ESTABLISHED."""
     conn, _, sock = lab.passive_open()
-    lab.target.shutdown(sock, "wr")
-    fin = conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="FIN at SND.NXT"))
+    fin = lab.target_fin(conn, sock, shutdown=True)
     after_fin = seq_add(fin.seq, 1)
-    # FIN-WAIT-1: data whose ACK field does not yet cover the target's FIN.
+    # FIN-WAIT-1: data whose ACK field does not yet cover the target's FIN (the ACK may ride on
+    # the FIN's retransmission).
     conn.send(b"a" * 100, ack=fin.seq)
     conn.expect(Seg("A", seq=after_fin, ack=conn.snd_nxt, length=0, note="ACK of 100 bytes in FIN-WAIT-1"))
     assert lab.target.state(sock) == "FIN-WAIT-1"

@@ -6,11 +6,12 @@ from harness.segments import Seg
 
 
 def close_wait(lab, conn, sock):
-    """Peer FIN → ACK of it; the application reads end of stream in CLOSE-WAIT."""
-    conn.fin()
-    conn.expect(Seg("A", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="ACK of the peer's FIN"))
-    assert lab.target.recv(sock, timeout=1.0) == b"", "recv() after the peer's FIN must report end of stream"
-    assert lab.target.state(sock) == "CLOSE-WAIT"
+    """Peer FIN → ACK of it; the application reads end of stream in CLOSE-WAIT (§3.6 case 2)."""
+    with lab.step("the peer's FIN: CLOSE-WAIT", "R9293-3.6", gate=True):
+        conn.fin()
+        conn.expect(Seg("A", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="ACK of the peer's FIN"))
+        assert lab.target.recv(sock, timeout=1.0) == b"", "recv() after the peer's FIN must report end of stream"
+        assert lab.target.state(sock) == "CLOSE-WAIT"
 
 
 @requirement("R9293-3.6", "MUST")
@@ -38,13 +39,14 @@ def test_data_after_last_ack_completed_gets_rst_from_closed(lab):
     old connection is treated as one for a closed port."""
     conn, _, sock = lab.passive_open()
     close_wait(lab, conn, sock)
-    lab.target.close(sock)
-    conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="FIN at SND.NXT"))
-    conn.ack()
-    assert lab.target.conn_state(conn.dport, conn.sport) == "CLOSED"
+    with lab.step("LAST-ACK: the FIN, its ACK deletes the TCB", "R9293-3.6", gate=True):
+        lab.target.close(sock)
+        conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="FIN at SND.NXT"))
+        conn.ack()
+        assert lab.target.conn_state(conn.dport, conn.sport) == "CLOSED"
     conn.send(b"late data")
     conn.expect_next(Seg("R", seq=conn.rcv_nxt, note="SEQ = SEG.ACK, no ACK flag"),
-                why="data for a deleted connection must get a RST")
+                     why="data for a deleted connection must get a RST")
 
 
 @requirement("R9293-3.6", "INFO")
@@ -55,8 +57,7 @@ def test_close_right_after_peer_fin_combines_ack_and_fin_or_not(lab):
     conn, _, sock = lab.passive_open()
     # Data first: a delayed ACK is then longer (Linux: ~4 ms on a fresh connection, ~40 ms after
     # data), so the outcome reflects the stack's choice rather than how fast the agent answered.
-    conn.send(b"request")
-    conn.expect(Seg("A", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note="ACK of the data"))
+    lab.data_acked(conn, b"request", note="ACK of the data")
     assert lab.target.recv(sock, timeout=1.0) == b"request"
     conn.fin()
     # Make sure the FIN was processed before the close (otherwise this would be a simultaneous close).
@@ -68,9 +69,9 @@ def test_close_right_after_peer_fin_combines_ack_and_fin_or_not(lab):
     first = conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=ack_of_fin, length=0, note="FIN carrying the ACK")
                         | Seg("A", seq=conn.rcv_nxt, ack=ack_of_fin, length=0, note="ACK alone"))
     if "F" in str(first.flags):
-        lab.note("ack_of_peer_fin", "combined: one FIN,ACK segment")
+        lab.choice("ack_of_peer_fin", "combined: one FIN,ACK segment")
     else:
-        lab.note("ack_of_peer_fin", "separate: ACK, then FIN,ACK")
+        lab.choice("ack_of_peer_fin", "separate: ACK, then FIN,ACK")
         conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=ack_of_fin, length=0, note="FIN at SND.NXT"))
     conn.ack()
     assert lab.target.conn_state(conn.dport, conn.sport) == "CLOSED"

@@ -16,7 +16,7 @@ def test_syn_ack_in_syn_sent_establishes_and_is_acked(lab):
     # setup bits of RFC 3168 §6.1.1 / RFC 9768 (ECE, CWR, AE) are a separate negotiation.
     control = set(str(syn.flags)) - set("ECN")
     assert control == {"S"}, f"the target's SYN has flags {syn.flags}, expected SYN (ECN bits aside)"
-    lab.note("ecn_setup_flags", "".join(sorted(set(str(syn.flags)) & set("ECN"))) or "none")
+    lab.choice("ecn_setup_flags", "".join(sorted(set(str(syn.flags)) & set("ECN"))) or "none")
     assert syn.seq == conn.irs
     target_iss = syn.seq
 

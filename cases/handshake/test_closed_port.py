@@ -2,7 +2,7 @@
 import pytest
 
 from harness.markers import requirement
-from harness.segments import Seg, describe, seq_add
+from harness.segments import Seg, seq_add
 
 # Without ACK: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; SYN, FIN and payload all count in SEG.LEN.
 NO_ACK_VARIANTS = {
@@ -44,10 +44,7 @@ def test_rst_to_closed_port_is_discarded(lab, flags):
     conn.send_raw(flags, seq=conn.iss, ack=conn.iss ^ 0x1234567 if "A" in flags else None)
     marker_iss = seq_add(conn.iss, 100000)
     conn.send_raw("S", seq=marker_iss)
-    first = conn.next_segment()
-    assert first is not None, "no answer to the marker SYN sent after the RST"
-    assert Seg("RA", seq=0, ack=seq_add(marker_iss, 1)).matches(first), (
-        f"the first segment after our {flags} was {describe(first, conn.view, True)}, "
-        "expected the RST,ACK answering the marker SYN (an answer to the RST?)")
+    conn.expect_next(Seg("RA", seq=0, ack=seq_add(marker_iss, 1), note="the marker SYN's RST,ACK"),
+                     why=f"the first segment after our {flags} must answer the marker SYN (an answer to the RST?)")
     # A reply to the RST processed on another CPU could still trail the marker's answer.
     conn.expect_silence(for_=0.05)

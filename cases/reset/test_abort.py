@@ -12,8 +12,9 @@ def test_abort_sends_rst_at_snd_nxt_and_no_fin(lab):
     lab.target.linger(sock, 1, 0)
     lab.target.close(sock)
     conn.expect_next(Seg("R", seq=conn.rcv_nxt, tolerate="A", note="RST at SND.NXT"),
-                why="an abortive close must send a RST and no FIN")
+                     why="an abortive close must send a RST and no FIN")
     assert lab.target.conn_state(conn.dport, conn.sport) == "CLOSED"
-    conn.send(b"after abort")
-    conn.expect_next(Seg("R", seq=conn.rcv_nxt, note="from CLOSED: SEQ = SEG.ACK"),
-                why="data after the abort must get a RST")
+    with lab.step("answered from CLOSED", "R9293-3.10.7.1"):
+        conn.send(b"after abort")
+        conn.expect_next(Seg("R", seq=conn.rcv_nxt, note="from CLOSED: SEQ = SEG.ACK"),
+                         why="data after the abort must get a RST")

@@ -1,5 +1,4 @@
 """Bringing the target into TIME-WAIT as the active closer (RFC 9293 §3.6, Figure 12)."""
-from harness.errors import Unsupported
 from harness.segments import Seg, seq_add
 
 
@@ -17,12 +16,13 @@ def close_first(lab, conn, sock):
     Afterwards conn.rcv_nxt is the target's SND.NXT (its FIN + 1) and conn.snd_nxt the peer's
     (its FIN + 1). Returns the peer's FIN as sent: its TSval is the last one the target saw.
     """
-    lab.target.close(sock)
-    their_fin = conn.expect(Seg("FA", seq=conn.rcv_nxt, ack=conn.snd_nxt, note="the target's FIN"))
-    conn.ack()
-    fin = conn.fin()
-    conn.expect(Seg("A", seq=seq_add(their_fin.seq, 1), ack=conn.snd_nxt, length=0,
-                    note="ACK of the peer's FIN"))
+    their_fin = lab.target_fin(conn, sock)
+    # §3.10.7.4 eighth, FIN-WAIT-2: "Enter the TIME-WAIT state", after "an acknowledgment for the FIN".
+    with lab.step("the peer's FIN is ACKed: TIME-WAIT", "R9293-3.10.7.4/eighth", gate=True):
+        conn.ack()
+        fin = conn.fin()
+        conn.expect(Seg("A", seq=seq_add(their_fin.seq, 1), ack=conn.snd_nxt, length=0,
+                        note="ACK of the peer's FIN"))
     return fin
 
 
@@ -31,11 +31,3 @@ def into_time_wait(lab, **conn_kw):
     conn, listener, sock = lab.passive_open(**conn_kw)
     fin = close_first(lab, conn, sock)
     return conn, listener, fin
-
-
-def read_sysctl(lab, name: str) -> str:
-    """A sysctl's value, or "n/a" on targets without sysctls (the case still runs)."""
-    try:
-        return lab.target.sysctl(name)
-    except Unsupported:
-        return "n/a"

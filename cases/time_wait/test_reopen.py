@@ -2,9 +2,9 @@
 from harness.agent import OpError
 from harness.markers import requirement
 from harness.peer import Mismatch
-from harness.segments import Seg, describe, seq_add, seq_diff
+from harness.segments import Seg, seq_add, seq_diff
 
-from .closing import close_first, into_time_wait, read_sysctl, tsval
+from .closing import close_first, into_time_wait, tsval
 
 
 def _above(new: int, old: int) -> bool:
@@ -35,16 +35,23 @@ def test_syn_with_higher_sequence_number_reopens_time_wait(lab):
     old, listener, _ = into_time_wait(lab)
     new = lab.peer.connection(old.dport, sport=old.sport, iss=seq_add(old.snd_nxt, 100000))
     new.syn()
-    reply = new.next_segment(within=lab.timing.reply)
-    if reply is None or not Seg("SA", ack=seq_add(new.iss, 1)).matches(reply):
-        lab.note("reopen_rule", "sequence rule not used: SYN answered by "
-                 + (describe(reply, new.view, True) if reply is not None else "nothing"))
+    # Not reopening is allowed, but the SYN is owed an answer: it lies beyond RCV.WND, so
+    # §3.10.7.4 first: "If an incoming segment is not acceptable, an acknowledgment should be sent
+    # in reply" (<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>); a RST would be RFC 793's in-window rule.
+    # Silence cannot tell a refusal from a lost answer.
+    with lab.step("the SYN in TIME-WAIT is answered", "R9293-3.10.7.4/first", gate=True):
+        reply = new.expect(Seg("SA", ack=seq_add(new.iss, 1), note="reopened")
+                           | Seg("A", seq=old.rcv_nxt, ack=old.snd_nxt, length=0, note="refused: TIME-WAIT's ACK")
+                           | Seg("R", tolerate="A", note="refused: RST"))
+    if "S" not in str(reply.flags):
+        kind = "RST" if "R" in str(reply.flags) else "ACK <SEQ=SND.NXT><ACK=RCV.NXT>"
+        lab.choice("reopen_rule", f"sequence rule not used: the SYN got TIME-WAIT's {kind}")
         return
     _check_new_iss(lab, old, reply)
     new.ack()
     sock = lab.target.accept(listener)
     assert lab.target.state(sock) == "ESTABLISHED"
-    lab.note("reopen_rule", "sequence (SYN without timestamps, SEQ above RCV.NXT, accepted)")
+    lab.choice("reopen_rule", "sequence (SYN without timestamps, SEQ above RCV.NXT, accepted)")
 
 
 @requirement("SHLD-4", "SHOULD")
@@ -58,7 +65,8 @@ def test_syn_with_newer_timestamp_reopens_time_wait(lab):
     lab.target.require("timestamps")
     old, listener, fin = into_time_wait(lab, timestamps=True)
     last_ts = tsval(fin)
-    assert last_ts is not None and old.ts_recent is not None, "timestamps were not negotiated"
+    lab.need(old.timestamps and old.ts_recent is not None, "the old connection did not negotiate timestamps",
+             "net.ipv4.tcp_timestamps")
     new = lab.peer.connection(old.dport, sport=old.sport, iss=seq_add(old.snd_nxt, -10**6),
                               timestamps=True)
 
@@ -73,7 +81,7 @@ def test_syn_with_newer_timestamp_reopens_time_wait(lab):
     new.ack(options=[ts_option()])
     sock = lab.target.accept(listener)
     assert lab.target.state(sock) == "ESTABLISHED"
-    lab.note("reopen_rule", "timestamps (SYN with lower SEQ but newer TSval accepted)")
+    lab.choice("reopen_rule", "timestamps (SYN with lower SEQ but newer TSval accepted)")
 
 
 def _reconnect(lab, old, local_port: int | None, **conn_kw):
@@ -100,10 +108,12 @@ def _reconnect(lab, old, local_port: int | None, **conn_kw):
             return None, None, exc.errno
         raise AssertionError("connect() succeeded without a SYN on the wire") from None
     syn = new.received[-1]
-    new.syn(ack=True)
-    new.expect(Seg("A", seq=new.rcv_nxt, ack=seq_add(new.iss, 1), note="final ACK of the handshake"))
-    sock = lab.target.adopt(job.wait(timeout=3.0)["sock"])
-    assert lab.target.state(sock) == "ESTABLISHED"
+    # The stack let connect() reuse the tuple: the new connection must then open normally.
+    with lab.step("the new connection's handshake", "R9293-3.10.7.3/fourth", gate=True):
+        new.syn(ack=True)
+        new.expect(Seg("A", seq=new.rcv_nxt, ack=seq_add(new.iss, 1), length=0, note="final ACK of the handshake"))
+        sock = lab.target.adopt(job.wait(timeout=3.0)["sock"])
+        assert lab.target.state(sock) == "ESTABLISHED"
     return new, syn, None
 
 
@@ -122,11 +132,12 @@ def _check_reused(lab, old, syn, old_ts=None) -> None:
 def _into_time_wait_from_active_open(lab, bind_port=None, **conn_kw):
     """The target connects (from `bind_port` if given) and closes first: the old connection."""
     conn, sock = lab.active_open(bind_port=bind_port, **conn_kw)
-    close_first(lab, conn, sock)
-    assert lab.target.conn_state(conn.dport, conn.sport) == "TIME-WAIT"
     if conn_kw.get("timestamps"):
-        assert tsval(conn.received[0]) is not None, "the target's SYN carried no Timestamp option"
-        assert conn.ts_recent is not None, "timestamps were not negotiated"
+        lab.need(conn.timestamps and tsval(conn.received[0]) is not None and conn.ts_recent is not None,
+                 "the target's SYN carried no Timestamp option", "net.ipv4.tcp_timestamps")
+    close_first(lab, conn, sock)
+    with lab.step("TIME-WAIT", "R9293-3.6", gate=True):
+        assert lab.target.conn_state(conn.dport, conn.sport) == "TIME-WAIT"
     return conn
 
 
@@ -140,14 +151,14 @@ def test_target_reconnects_from_its_bound_time_wait_port_with_timestamps(lab):
     allows it for an explicitly bound port whenever timestamps were used, whatever
     net.ipv4.tcp_tw_reuse says.)"""
     lab.target.require("bind_port", "timestamps")
-    lab.note("net.ipv4.tcp_tw_reuse", read_sysctl(lab, "net.ipv4.tcp_tw_reuse"))
+    lab.setting("net.ipv4.tcp_tw_reuse")
     local_port = lab.port()
     old = _into_time_wait_from_active_open(lab, bind_port=local_port, timestamps=True)
     new, syn, errno = _reconnect(lab, old, local_port, timestamps=True)
     if new is None:
-        lab.note("reuse", f"refused: connect() failed with {errno}")
+        lab.choice("reuse", f"refused: connect() failed with {errno}")
         return
-    lab.note("reuse", "allowed (bound port, timestamps)")
+    lab.choice("reuse", "allowed (bound port, timestamps)")
     _check_reused(lab, old, syn, old.ts_recent)
 
 
@@ -158,14 +169,14 @@ def test_target_reconnects_from_its_bound_time_wait_port_without_timestamps(lab)
     sequence number protects the new incarnation from old duplicates. The outcome is recorded
     (Linux refuses: connect() fails with EADDRNOTAVAIL); if the stack reuses, SEQ is checked."""
     lab.target.require("bind_port")
-    lab.note("net.ipv4.tcp_tw_reuse", read_sysctl(lab, "net.ipv4.tcp_tw_reuse"))
+    lab.setting("net.ipv4.tcp_tw_reuse")
     local_port = lab.port()
     old = _into_time_wait_from_active_open(lab, bind_port=local_port)
     new, syn, errno = _reconnect(lab, old, local_port)
     if new is None:
-        lab.note("reuse", f"refused: connect() failed with {errno}")
+        lab.choice("reuse", f"refused: connect() failed with {errno}")
         return
-    lab.note("reuse", "allowed (bound port, sequence numbers only)")
+    lab.choice("reuse", "allowed (bound port, sequence numbers only)")
     _check_reused(lab, old, syn)
 
 
@@ -178,8 +189,8 @@ def test_target_reuses_a_time_wait_port_as_ephemeral_port_with_tcp_tw_reuse(lab)
     (tcp_tw_reuse_delay) has passed since the last timestamp. Outcome recorded; if reused, the
     new SYN's SEQ and TSval are checked as above the old incarnation's."""
     lab.target.require("timestamps")
-    lab.note("net.ipv4.tcp_tw_reuse (default)", read_sysctl(lab, "net.ipv4.tcp_tw_reuse"))
-    lab.note("net.ipv4.tcp_tw_reuse_delay", read_sysctl(lab, "net.ipv4.tcp_tw_reuse_delay"))
+    lab.setting("net.ipv4.tcp_tw_reuse")
+    lab.setting("net.ipv4.tcp_tw_reuse_delay")
     port = lab.port()
     lab.target.sysctl("net.ipv4.ip_local_port_range", f"{port} {port}")
     lab.target.sysctl("net.ipv4.tcp_tw_reuse", 1)
@@ -188,8 +199,8 @@ def test_target_reuses_a_time_wait_port_as_ephemeral_port_with_tcp_tw_reuse(lab)
     lab.peer.wait(1.1)  # Linux reuses only tcp_tw_reuse_delay (1 s) after the last timestamp
     new, syn, errno = _reconnect(lab, old, None, timestamps=True)
     if new is None:
-        lab.note("reuse", f"refused: connect() failed with {errno}")
+        lab.choice("reuse", f"refused: connect() failed with {errno}")
         return
     assert new.dport == port
-    lab.note("reuse", "allowed (tcp_tw_reuse=1, timestamps)")
+    lab.choice("reuse", "allowed (tcp_tw_reuse=1, timestamps)")
     _check_reused(lab, old, syn, old.ts_recent)
