@@ -120,7 +120,7 @@ def synfin_session(request):
 def lab(synfin_session, request):
     peer, target = synfin_session.new_case()
     rid, level = _requirement(request.node.get_closest_marker("requirement"))
-    steps = StepLog(request.node.originalname.removeprefix("test_"), rid, level,
+    steps = StepLog(request.node.originalname, rid, level,
                     request.config._synfin_expected.get(request.node.nodeid))
     case = CaseLab(synfin_session, peer, target, steps)
     request.node._synfin_lab = case

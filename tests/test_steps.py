@@ -24,7 +24,7 @@ def run(log: StepLog, body) -> tuple:
 
 
 def test_a_failure_inside_a_step_is_charged_to_that_steps_requirement_and_level():
-    log = StepLog("case", "RFC2525-2.16", "SHOULD")
+    log = StepLog("test_case", "RFC2525-2.16", "SHOULD")
 
     def body(log):
         with log.step("the target's FIN", "R9293-3.6", "MUST"):
@@ -33,11 +33,11 @@ def test_a_failure_inside_a_step_is_charged_to_that_steps_requirement_and_level(
     outcome, steps = run(log, body)
     assert (outcome.name, outcome.verdict, outcome.requirement, outcome.level) == (
         "the target's FIN", "FAIL", "R9293-3.6", "MUST")
-    assert steps == {"the target's FIN": "FAIL", "case": "NOT RUN"}
+    assert steps == {"the target's FIN": "FAIL", "test_case": "NOT RUN"}
 
 
 def test_a_failure_outside_any_step_is_the_cases_own_at_its_level():
-    log = StepLog("case", "SHLD-3", "SHOULD")
+    log = StepLog("test_case", "SHLD-3", "SHOULD")
 
     def body(log):
         with log.step("passive open", "R9293-3.10.7.2/third", "MUST"):
@@ -45,12 +45,12 @@ def test_a_failure_outside_any_step_is_the_cases_own_at_its_level():
         raise AssertionError("expected RST; received FIN,ACK")
 
     outcome, steps = run(log, body)
-    assert (outcome.name, outcome.verdict, outcome.requirement) == ("case", "WARN", "SHLD-3")
-    assert steps == {"passive open": "PASS", "case": "WARN"}
+    assert (outcome.name, outcome.verdict, outcome.requirement) == ("test_case", "WARN", "SHLD-3")
+    assert steps == {"passive open": "PASS", "test_case": "WARN"}
 
 
 def test_a_deviation_recorded_for_a_step_lets_the_later_checks_run_and_count():
-    log = StepLog("case", "RFC5961-3.2", "MUST", {"answered from CLOSED": dev("answered from CLOSED")})
+    log = StepLog("test_case", "RFC5961-3.2", "MUST", {"answered from CLOSED": dev("answered from CLOSED")})
     ran = []
 
     def body(log):
@@ -61,12 +61,12 @@ def test_a_deviation_recorded_for_a_step_lets_the_later_checks_run_and_count():
 
     outcome, steps = run(log, body)
     assert ran == ["recv"]
-    assert (outcome.name, outcome.verdict, outcome.requirement) == ("case", "FAIL", "RFC5961-3.2")
-    assert steps == {"answered from CLOSED": "EXPECTED", "case": "FAIL"}
+    assert (outcome.name, outcome.verdict, outcome.requirement) == ("test_case", "FAIL", "RFC5961-3.2")
+    assert steps == {"answered from CLOSED": "EXPECTED", "test_case": "FAIL"}
 
 
 def test_a_recorded_deviation_and_passing_later_checks_are_expected():
-    log = StepLog("case", "RFC5961-3.2", "MUST", {"probe": dev("probe")})
+    log = StepLog("test_case", "RFC5961-3.2", "MUST", {"probe": dev("probe")})
 
     def body(log):
         with log.step("probe", "R9293-3.10.7.1"):
@@ -74,11 +74,11 @@ def test_a_recorded_deviation_and_passing_later_checks_are_expected():
 
     outcome, steps = run(log, body)
     assert (outcome.name, outcome.verdict, outcome.requirement) == ("probe", "EXPECTED", "R9293-3.10.7.1")
-    assert steps == {"probe": "EXPECTED", "case": "PASS"}
+    assert steps == {"probe": "EXPECTED", "test_case": "PASS"}
 
 
 def test_a_gate_step_with_a_recorded_deviation_ends_the_case_as_expected():
-    log = StepLog("case", "MAY-2", "INFO", {"handshake": dev("handshake")})
+    log = StepLog("test_case", "MAY-2", "INFO", {"handshake": dev("handshake")})
     ran = []
 
     def body(log):
@@ -89,11 +89,11 @@ def test_a_gate_step_with_a_recorded_deviation_ends_the_case_as_expected():
     outcome, steps = run(log, body)
     assert not ran
     assert (outcome.name, outcome.verdict) == ("handshake", "EXPECTED")
-    assert steps["case"] == "NOT RUN"
+    assert steps["test_case"] == "NOT RUN"
 
 
 def test_a_step_that_fails_differently_from_its_record_is_a_fail_and_stops():
-    log = StepLog("case", "RFC5961-3.2", "MUST", {"probe": dev("probe")})
+    log = StepLog("test_case", "RFC5961-3.2", "MUST", {"probe": dev("probe")})
 
     def body(log):
         with log.step("probe", "R9293-3.10.7.1"):
@@ -104,7 +104,7 @@ def test_a_step_that_fails_differently_from_its_record_is_a_fail_and_stops():
 
 
 def test_a_recorded_deviation_whose_step_passed_is_a_fail_of_that_step():
-    log = StepLog("case", "RFC5961-3.2", "MUST", {"probe": dev("probe")})
+    log = StepLog("test_case", "RFC5961-3.2", "MUST", {"probe": dev("probe")})
 
     def body(log):
         with log.step("probe", "R9293-3.10.7.1"):
@@ -116,13 +116,13 @@ def test_a_recorded_deviation_whose_step_passed_is_a_fail_of_that_step():
 
 
 def test_an_intermittent_deviation_that_did_not_show_keeps_the_verdict():
-    log = StepLog("case", "MAY-2", "INFO", {None: dev(intermittent=True)})
+    log = StepLog("test_case", "MAY-2", "INFO", {None: dev(intermittent=True)})
     outcome, _ = run(log, lambda log: None)
     assert outcome.verdict == "INFO"
 
 
 def test_a_deviation_recorded_for_a_step_the_case_does_not_have_is_a_fail():
-    log = StepLog("case", "MAY-2", "MUST", {"no such step": dev("no such step")})
+    log = StepLog("test_case", "MAY-2", "MUST", {"no such step": dev("no such step")})
     outcome, _ = run(log, lambda log: None)
     assert outcome.verdict == "FAIL" and "which this case does not have" in outcome.message
 
@@ -133,7 +133,7 @@ def test_a_deviation_recorded_for_a_step_the_case_does_not_have_is_a_fail():
     (KeyError("bug in a case"), "ERROR"),
 ])
 def test_unsupported_and_errors_inside_a_step_are_never_deviations(exc, verdict):
-    log = StepLog("case", "R9293-3.6", "MUST")
+    log = StepLog("test_case", "R9293-3.6", "MUST")
 
     def body(log):
         with log.step("the target's FIN", "R9293-3.6"):
@@ -144,7 +144,7 @@ def test_unsupported_and_errors_inside_a_step_are_never_deviations(exc, verdict)
 
 
 def test_repeated_step_names_are_numbered_and_unknown_ids_refused():
-    log = StepLog("case", "MUST-12", "MUST")
+    log = StepLog("test_case", "MUST-12", "MUST")
     with log.step("passive open", "R9293-3.10.7.2/third"):
         pass
     with log.step("passive open", "R9293-3.10.7.2/third") as second:
