@@ -1,5 +1,8 @@
 """The pytest plugin: options, fixtures, the requirement marker, verdicts and evidence.
 
+A case's verdict belongs to the requirement of the step that decided it (harness/steps.py): the
+first step that failed, else the first recorded deviation seen, else the case's own marker.
+
 Verdicts: PASS; FAIL (a MUST violated); WARN (a SHOULD not met: reported, the run still passes);
 INFO (a MAY or a choice the RFC leaves open: what the stack chose is recorded); EXPECTED (a
 deviation recorded in expectations/<target>.toml, seen as recorded); UNSUPPORTED (the target cannot
@@ -236,7 +239,8 @@ def _write_evidence(item, report, case) -> None:
 
 
 def pytest_report_teststatus(report, config):
-    verdict = getattr(report, "synfin_verdict", None) or dict(getattr(report, "user_properties", ())).get("synfin_verdict")
+    props = dict(getattr(report, "user_properties", ()))  # a CollectReport has none
+    verdict = getattr(report, "synfin_verdict", None) or props.get("synfin_verdict")
     if verdict and (report.when == "call" or verdict == "ERROR"):
         return STATUS[verdict]
     return None

@@ -112,10 +112,11 @@ class Target:
         if value is not None and name not in self._sysctl_saved:
             self._sysctl_saved[name] = netns.sysctl(self.instance.netns, name)
         now = netns.sysctl(self.instance.netns, name, value)
+        shown = " ".join(now.split())  # "32768\t60999" reads as "32768 60999"
         if value is not None:
-            self.settings[name] = f"{now} (set by the case; was {self._sysctl_saved[name]})"
+            self.settings[name] = f"{shown} (set by the case; was {' '.join(self._sysctl_saved[name].split())})"
         else:
-            self.settings.setdefault(name, now)
+            self.settings.setdefault(name, shown)
         return now
 
     # -- between cases --------------------------------------------------------------------

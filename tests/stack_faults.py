@@ -8,6 +8,7 @@ before the first case runs on it. Nothing outside that namespace is touched, and
 goes away with the target.
 """
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -44,8 +45,12 @@ FAULTS = {
 def apply(fault: str, path: str) -> None:
     kind, *what = FAULTS[fault]
     if kind == "nft":
-        subprocess.run(["nsenter", f"--net={path}", "nft", "-f", "-"], input=what[0], text=True,
-                       check=True, capture_output=True)
+        if shutil.which("nft") is None:
+            pytest.exit("the nft command is missing (bin/setup installs nftables)", returncode=2)
+        proc = subprocess.run(["nsenter", f"--net={path}", "nft", "-f", "-"], input=what[0], text=True,
+                              capture_output=True)
+        if proc.returncode != 0:
+            pytest.exit(f"could not apply {fault} in {path}: {proc.stderr.strip()}", returncode=2)
     else:
         netns.sysctl(path, what[0], what[1])
 
