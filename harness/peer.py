@@ -323,7 +323,7 @@ class Connection:
             if tcp is None:
                 self._checked(wanted, None, outstanding)
                 raise Mismatch(self._mismatch(wanted, seen, within, why))
-            if wanted.match(tcp):
+            if wanted.match(tcp, self.ack_sent):
                 self._checked(wanted, tcp, outstanding)
                 return tcp
             seen.append(tcp)
@@ -336,7 +336,7 @@ class Connection:
         within = self.peer.timing.reply if within is None else within
         outstanding = self.outstanding()
         tcp = self.next_segment(within)
-        ok = tcp is not None and wanted.match(tcp)
+        ok = tcp is not None and wanted.match(tcp, self.ack_sent)
         self._checked(wanted, tcp if ok else None, outstanding)
         if not ok:
             raise Mismatch(self._mismatch(wanted, [tcp] if tcp is not None else [], within, why))
@@ -347,7 +347,7 @@ class Connection:
         another requirement than the one it was waited for under)."""
         __tracebackhide__ = True
         wanted = alternatives(*specs)
-        ok = wanted.match(tcp) is not None
+        ok = wanted.match(tcp, self.ack_sent) is not None
         self._checked(wanted, tcp if ok else None, False)
         if not ok:
             raise Mismatch(self._mismatch(wanted, [tcp], None, why))

@@ -6,7 +6,7 @@ may or may not be present (RFC 9293 lets some RSTs carry ACK). `a | b` builds al
 
 One rule holds for every expectation alike: an expected pure ACK <SEQ=s><ACK=a><CTL=ACK> may arrive
 piggybacked on a retransmission of the target's earlier data or FIN (a segment ending at or before
-s that carries the same ACK): RFC 9293 §3.10.7.4 seventh, "This acknowledgment should be
+s, past the peer's last ACK, that carries the same ACK): RFC 9293 §3.10.7.4 seventh, "This acknowledgment should be
 piggybacked on a segment being transmitted if possible", and MUST-40 lets the ACK wait up to 0.5 s,
 by when a retransmission may be the next segment out.
 """
@@ -77,17 +77,23 @@ class Seg:
         return (flag_set(self.flags) == {"A"} and not self.tolerate and self.seq is not None
                 and self.ack is not None and (self.length == 0 or self.payload == b""))
 
-    def matches(self, tcp: TCP) -> bool:
-        return self.matches_exactly(tcp) or (self.pure_ack and self.piggybacked(tcp))
+    def matches(self, tcp: TCP, acked: int | None = None) -> bool:
+        """`acked`: the ACK field of the peer's last segment. Only sequence space past it (sent by
+        the target, not yet acknowledged) can be retransmitted, so only then may a pure ACK ride
+        on a retransmission."""
+        return self.matches_exactly(tcp) or (self.pure_ack and acked is not None and self.piggybacked(tcp, acked))
 
-    def piggybacked(self, tcp: TCP) -> bool:
-        """`tcp` repeats sequence space before SEQ (a retransmission) and carries this ACK."""
+    def piggybacked(self, tcp: TCP, acked: int) -> bool:
+        """`tcp` retransmits sequence space before SEQ that the peer has not acknowledged, and
+        carries this ACK."""
         got = flag_set(tcp.flags)
         if "A" not in got or got & {"S", "R"} or tcp.ack != self.ack % MOD or seg_len(tcp) == 0:
             return False
         if self.window is not None and tcp.window != self.window:
             return False
-        return seq_diff(tcp.seq, self.seq) < 0 and seq_diff(seq_add(tcp.seq, seg_len(tcp)), self.seq) <= 0
+        end = seq_add(tcp.seq, seg_len(tcp))
+        return (seq_diff(tcp.seq, self.seq) < 0 and seq_diff(end, self.seq) <= 0
+                and seq_diff(end, acked) > 0)
 
     def matches_exactly(self, tcp: TCP) -> bool:
         want = flag_set(self.flags)
@@ -133,8 +139,8 @@ class Alternatives:
         more = other.options if isinstance(other, Alternatives) else (other,)
         return Alternatives(self.options + more)
 
-    def match(self, tcp: TCP):
-        return next((o for o in self.options if o.matches(tcp)), None)
+    def match(self, tcp: TCP, acked: int | None = None):
+        return next((o for o in self.options if o.matches(tcp, acked)), None)
 
 
 def alternatives(*specs) -> Alternatives:

@@ -26,8 +26,9 @@ NOT_RUN = "NOT RUN"
 
 
 class Step:
-    def __init__(self, name: str, requirement: str, level: str, gate: bool = False):
+    def __init__(self, name: str, requirement: str, level: str, gate: bool = False, base: str | None = None):
         self.name = name
+        self.base = base or name  # "passive open" for "passive open #2": deviations are recorded by it
         self.requirement = requirement
         self.level = level
         self.gate = gate
@@ -76,7 +77,7 @@ class StepLog:
         while unique in taken:
             n += 1
             unique = f"{name} #{n}"
-        step = Step(unique, requirement, level, gate)
+        step = Step(unique, requirement, level, gate, base=name)
         self.steps.append(step)
         return _Running(self, step)
 
@@ -104,13 +105,12 @@ class StepLog:
             failed = getattr(exc, "synfin_step", None) or self.body
             if failed is self.body:
                 self._judge(self.body, exc, error_text)
-            for step in self._open:  # steps the exception left open stopped with it
-                if step is not failed and step.verdict == "RUNNING":
-                    step.verdict, step.message = failed.verdict, f"stopped at step {failed.name!r}"
-            if self.body.verdict == "RUNNING":
-                self.body.verdict, self.body.message = NOT_RUN, f"stopped at step {failed.name!r}"
-            if failed.verdict != "EXPECTED":
-                return failed
+            else:
+                self.body.verdict, self.body.message = NOT_RUN, f"the case stopped at step {failed.name!r}"
+        # The first failed step decides, even one whose failure the case caught.
+        first = next((s for s in self.steps[1:] + self.steps[:1] if s.failed), None)
+        if first is not None:
+            return first
         unseen = self._unseen_deviations()
         if unseen is not None:
             return unseen
@@ -121,7 +121,7 @@ class StepLog:
         if isinstance(exc, Unsupported):
             step.verdict, step.message = "UNSUPPORTED", str(exc)
         elif isinstance(exc, DEVIATIONS):
-            deviation = self.deviations.get(None if step is self.body else step.name)
+            deviation = self.deviations.get(None if step is self.body else step.base)
             step.verdict, step.message = expectations.apply(deviation, deviation_verdict(step.level), str(exc))
         else:
             step.verdict, step.message = "ERROR", error_text(exc)
@@ -129,16 +129,18 @@ class StepLog:
     def _unseen_deviations(self) -> Step | None:
         """A recorded deviation whose step passed (a fixed bug), or whose step never ran although
         the case went through (a stale record): the case fails, charged to that step."""
-        by_name = {s.name: s for s in self.steps}
         for name, deviation in self.deviations.items():
-            step = self.body if name is None else by_name.get(name)
-            if step is None:
+            steps = [self.body] if name is None else [s for s in self.steps[1:] if s.base == name]
+            if not steps:
                 if self.body.verdict in ("PASS", "INFO"):
                     self.body.verdict = "FAIL"
                     self.body.message = (f"a deviation is recorded for step {name!r}, which this case does not "
                                          f"have (steps: {', '.join(s.name for s in self.steps[1:]) or 'none'})")
                     return self.body
                 continue
+            if any(s.verdict == "EXPECTED" for s in steps):
+                continue
+            step = steps[0]
             if step.verdict in ("PASS", "INFO"):
                 verdict, message = expectations.apply(deviation, step.verdict, step.message)
                 if verdict != step.verdict:
@@ -169,7 +171,9 @@ class _Running:
         if exc is None:
             step.verdict = step.passed()
             return False
-        if getattr(exc, "synfin_step", None) is not None:  # an inner step already owns it
+        owner = getattr(exc, "synfin_step", None)
+        if owner is not None:  # an inner step owns the failure: this one stopped with it
+            step.verdict, step.message = NOT_RUN, f"stopped at step {owner.name!r}"
             return False
         exc.synfin_step = step
         self.log._judge(step, exc, _error_text)

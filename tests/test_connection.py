@@ -224,19 +224,31 @@ def test_an_expected_pure_ack_may_ride_on_the_retransmission_of_the_fin():
 
 
 def test_an_expected_pure_ack_may_ride_on_retransmitted_data_but_not_on_new_data():
-    wire, conn = established()
-    wire.from_target(conn, "PA", seq=5001, ack=1001, data=b"x" * 10)
-    conn.expect(Seg("A", payload=b"x" * 10))
     spec = Seg("A", seq=5011, ack=1001, length=0)
-    assert spec.matches(TCP(flags="PA", seq=5001, ack=1001) / (b"x" * 10))   # repeats old bytes
-    assert spec.matches(TCP(flags="PA", seq=5005, ack=1001) / (b"x" * 6))    # their tail
-    assert not spec.matches(TCP(flags="PA", seq=5011, ack=1001) / b"new")    # new data
-    assert not spec.matches(TCP(flags="PA", seq=5001, ack=1000) / (b"x" * 10))  # another ACK
-    assert not spec.matches(TCP(flags="RA", seq=5001, ack=1001) / (b"x" * 10))
-    assert not spec.matches(TCP(flags="A", seq=5001, ack=1001))              # not a retransmission
+    old = TCP(flags="PA", seq=5001, ack=1001) / (b"x" * 10)
+    assert spec.matches(old, acked=5001)                                     # repeats unACKed bytes
+    assert spec.matches(TCP(flags="PA", seq=5005, ack=1001) / (b"x" * 6), acked=5001)  # their tail
+    assert not spec.matches(TCP(flags="PA", seq=5011, ack=1001) / b"new", acked=5001)  # new data
+    assert not spec.matches(TCP(flags="PA", seq=5001, ack=1000) / (b"x" * 10), acked=5001)  # another ACK
+    assert not spec.matches(TCP(flags="RA", seq=5001, ack=1001) / (b"x" * 10), acked=5001)
+    assert not spec.matches(TCP(flags="A", seq=5001, ack=1001), acked=5001)  # not a retransmission
+    # Bytes the peer has acknowledged cannot come again: no allowance then.
+    assert not spec.matches(old, acked=5011)
+    assert not spec.matches(old)
     # Only an expected pure ACK at a known SEQ and ACK gets the allowance.
-    assert not Seg("A", seq=5011, ack=1001).matches(TCP(flags="PA", seq=5001, ack=1001) / (b"x" * 10))
-    assert not Seg("FA", seq=5011, ack=1001).matches(TCP(flags="FA", seq=5001, ack=1001))
+    assert not Seg("A", seq=5011, ack=1001).matches(old, acked=5001)
+    assert not Seg("FA", seq=5011, ack=1001).matches(TCP(flags="FA", seq=5001, ack=1001), acked=5001)
+
+
+def test_a_fin_the_peer_already_acked_does_not_stand_in_for_an_ack():
+    # TIME-WAIT owes an ACK of the retransmitted peer FIN; re-sending its own (ACKed) FIN is not it.
+    wire, conn = established()
+    wire.from_target(conn, "FA", seq=5001, ack=1001)
+    conn.expect(Seg("FA", seq=5001))
+    conn.ack()                                                   # the peer ACKs the target's FIN
+    wire.from_target(conn, "FA", seq=5001, ack=1001)
+    with pytest.raises(Mismatch):
+        conn.expect(Seg("A", seq=5002, ack=1001, length=0), within=0.01)
 
 
 def test_expect_next_says_what_was_expected_and_what_came_before_the_cases_explanation():

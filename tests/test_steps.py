@@ -154,3 +154,45 @@ def test_repeated_step_names_are_numbered_and_unknown_ids_refused():
         log.step("x", "MUST-999")
     with pytest.raises(ValueError, match="level 'OFTEN'"):
         log.step("x", "MUST-12", "OFTEN")
+
+
+def test_an_outer_step_stops_with_the_inner_step_that_failed():
+    log = StepLog("test_case", "R9293-3.6", "MUST")
+
+    def body(log):
+        with log.step("outer", "R9293-3.6"):
+            with log.step("inner", "R9293-3.10.7.4/eighth"):
+                raise AssertionError("expected ACK; received nothing")
+
+    outcome, steps = run(log, body)
+    assert (outcome.name, outcome.verdict) == ("inner", "FAIL")
+    assert steps == {"outer": "NOT RUN", "inner": "FAIL", "test_case": "NOT RUN"}
+
+
+def test_a_step_failure_the_case_caught_still_decides_the_verdict():
+    log = StepLog("test_case", "R9293-3.6", "MUST")
+
+    def body(log):
+        try:
+            with log.step("probe", "R9293-3.10.7.1"):
+                raise AssertionError("expected RST; received nothing")
+        except AssertionError:
+            pass
+
+    outcome, _ = run(log, body)
+    assert (outcome.name, outcome.verdict, outcome.requirement) == ("probe", "FAIL", "R9293-3.10.7.1")
+
+
+def test_a_deviation_recorded_for_a_repeated_step_covers_every_occurrence():
+    log = StepLog("test_case", "MUST-12", "MUST", {"passive open": dev("passive open")})
+    ran = []
+
+    def body(log):
+        for _ in range(2):
+            with log.step("passive open", "R9293-3.10.7.2/third"):
+                raise AssertionError("received RST,ACK")
+            ran.append("after")
+
+    outcome, steps = run(log, body)
+    assert ran == ["after", "after"]
+    assert steps == {"passive open": "EXPECTED", "passive open #2": "EXPECTED", "test_case": "PASS"}
