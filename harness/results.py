@@ -86,7 +86,10 @@ class Results:
                 for line in r["message"].splitlines():
                     tr.write_line("            " + line)
             elif r["verdict"] != "INFO" and r["message"]:
-                tr.write_line("            " + r["message"].splitlines()[0])
+                lines = r["message"].splitlines()
+                # "fails differently from the recorded deviation (...):" is followed by what came.
+                for line in lines[:2] if lines[0].endswith(":") else lines[:1]:
+                    tr.write_line("            " + line)
             if r["verdict"] in ("FAIL", "WARN", "ERROR", "EXPECTED") and r["evidence"]:
                 tr.write_line(f"            evidence: {r['evidence']}/ (capture.pcap, ladder.txt, agent.log)")
             if r["verdict"] in ("FAIL", "WARN", "ERROR"):
