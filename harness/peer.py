@@ -310,7 +310,7 @@ class Connection:
         if self.peer.on_check is not None:
             self.peer.on_check(self, wanted, tcp, outstanding)
 
-    def expect(self, *specs, within: float | None = None, why: str = "") -> TCP:
+    def expect(self, *specs, within: float | None = None) -> TCP:
         """Wait for a segment matching one of `specs`; others are skipped (and reported on failure)."""
         __tracebackhide__ = True  # a failure points at the case's line, not at the harness
         wanted = alternatives(*specs)
@@ -322,7 +322,7 @@ class Connection:
             tcp = self.next_segment(max(0.0, deadline - time.monotonic()))
             if tcp is None:
                 self._checked(wanted, None, outstanding)
-                raise Mismatch(self._mismatch(wanted, seen, within, why))
+                raise Mismatch(self._mismatch(wanted, seen, within))
             if wanted.match(tcp, self.ack_sent):
                 self._checked(wanted, tcp, outstanding)
                 return tcp

@@ -152,7 +152,7 @@ def pytest_runtest_makereport(item, call):
     steps = case.steps if case is not None else StepLog(
         item.originalname, rid, level, item.config._synfin_expected.get(item.nodeid))
     exc = call.excinfo.value if call.excinfo is not None else None
-    outcome = steps.finish(exc, lambda _: _error_text(call.excinfo))
+    outcome = steps.finish(exc)
     verdict, message = outcome.verdict, outcome.message
     if verdict == "ERROR" and call.excinfo is not None:
         message = outcome.message = _error_text(call.excinfo)

@@ -96,7 +96,7 @@ class StepLog:
         self.checks.append(entry)
 
     # -- the outcome ----------------------------------------------------------------------
-    def finish(self, exc, error_text) -> Step:
+    def finish(self, exc) -> Step:
         """Settle every step once the case has ended (with `exc`, or None), and return the step
         whose requirement the case's verdict belongs to; its verdict is the case's."""
         if exc is None:
@@ -104,7 +104,7 @@ class StepLog:
         else:
             failed = getattr(exc, "synfin_step", None) or self.body
             if failed is self.body:
-                self._judge(self.body, exc, error_text)
+                self._judge(self.body, exc)
             else:
                 self.body.verdict, self.body.message = NOT_RUN, f"the case stopped at step {failed.name!r}"
         # The first failed step decides, even one whose failure the case caught.
@@ -117,14 +117,15 @@ class StepLog:
         expected = next((s for s in self.steps if s.verdict == "EXPECTED"), None)
         return expected or self.body
 
-    def _judge(self, step: Step, exc, error_text) -> None:
+    def _judge(self, step: Step, exc) -> None:
         if isinstance(exc, Unsupported):
             step.verdict, step.message = "UNSUPPORTED", str(exc)
         elif isinstance(exc, DEVIATIONS):
             deviation = self.deviations.get(None if step is self.body else step.base)
             step.verdict, step.message = expectations.apply(deviation, deviation_verdict(step.level), str(exc))
         else:
-            step.verdict, step.message = "ERROR", error_text(exc)
+            # The plugin replaces this with the traceback pytest keeps.
+            step.verdict, step.message = "ERROR", f"{type(exc).__name__}: {exc}"
 
     def _unseen_deviations(self) -> Step | None:
         """A recorded deviation whose step passed (a fixed bug), or whose step never ran although
@@ -176,10 +177,7 @@ class _Running:
             step.verdict, step.message = NOT_RUN, f"stopped at step {owner.name!r}"
             return False
         exc.synfin_step = step
-        self.log._judge(step, exc, _error_text)
+        self.log._judge(step, exc)
         # A deviation recorded for this step, seen as recorded: the case goes on behind it.
         return step.verdict == "EXPECTED" and not step.gate
 
-
-def _error_text(exc) -> str:
-    return f"{type(exc).__name__}: {exc}"

@@ -17,9 +17,9 @@ def run(log: StepLog, body) -> tuple:
     try:
         body(log)
     except BaseException as exc:  # noqa: BLE001 - the case's outcome, whatever it is
-        outcome = log.finish(exc, lambda e: f"{type(e).__name__}: {e}")
+        outcome = log.finish(exc)
     else:
-        outcome = log.finish(None, None)
+        outcome = log.finish(None)
     return outcome, {s["step"]: s["verdict"] for s in log.records()}
 
 
