@@ -1,15 +1,11 @@
-"""Evidence for a verdict: the case's pcap, a ladder diagram of the exchange, the agent's log."""
+"""Evidence files of a verdict: the case's pcap and its directory (the ladder: harness/exchange.py)."""
 import os
 import re
 import time
 
-from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapWriter
 
-from .segments import SeqView, describe
-
-_WIDTH = 58
 
 
 def write_pcap(path: str, frames, wall_offset: float) -> None:
@@ -22,27 +18,6 @@ def write_pcap(path: str, frames, wall_offset: float) -> None:
             writer.write(pkt)
     finally:
         writer.close()
-
-
-def ladder(frames, views: dict[int, SeqView], peer_ip: str, target_ip: str) -> str:
-    """The case's own connections as a two-column ladder, times in ms from the first frame,
-    numbers relative (the pcap keeps everything else that crossed the link)."""
-    tcp_frames = [(fr, Ether(fr.data)) for fr in frames]
-    tcp_frames = [(fr, p[TCP]) for fr, p in tcp_frames if TCP in p]
-    tcp_frames = [(fr, t) for fr, t in tcp_frames if (t.sport if fr.outgoing else t.dport) in views]
-    if not tcp_frames:
-        return "(no segments were exchanged)"
-    t0 = tcp_frames[0][0].t
-    head = f"{'ms':>8}  {'peer ' + peer_ip:<{_WIDTH // 2}}{'target ' + target_ip:>{_WIDTH // 2}}"
-    lines = [head]
-    for fr, tcp in tcp_frames:
-        port = tcp.sport if fr.outgoing else tcp.dport
-        view = views.get(port, SeqView())
-        text = f"{port}⇄{tcp.dport if fr.outgoing else tcp.sport} " + describe(tcp, view, not fr.outgoing)
-        arrow = f"{text} ──>" if fr.outgoing else f"<── {text}"
-        pad = "" if fr.outgoing else " " * 4
-        lines.append(f"{(fr.t - t0) * 1000:8.1f}  {pad}{arrow}")
-    return "\n".join(lines)
 
 
 def case_dir(root: str, nodeid: str) -> str:

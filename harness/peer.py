@@ -43,7 +43,18 @@ class Frame:
 
 
 class Mismatch(AssertionError):
-    """The target did not send what the case expected (a stack deviation, not a harness error)."""
+    """The target did not send what the case expected (a stack deviation, not a harness error).
+
+    For the evidence: the peer `port` of the connection, what was `expected`, the arrival time of
+    the segment that broke the expectation (`got_t`, None when nothing came) and when it failed."""
+
+    def __init__(self, message: str, port: int | None = None, expected: list[str] | None = None,
+                 got_t: float | None = None):
+        super().__init__(message)
+        self.port = port
+        self.expected = expected or []
+        self.got_t = got_t
+        self.at = time.monotonic()
 
 
 class Framer:
@@ -115,6 +126,7 @@ class Wire:
         if TCP not in pkt:
             return True
         self.trace.append(Frame(now, False, data))
+        pkt[TCP].synfin_t = now  # ties a checked segment to its frame in the trace
         self._queues[pkt[TCP].dport].append(pkt)
         return True
 
@@ -322,7 +334,7 @@ class Connection:
             tcp = self.next_segment(max(0.0, deadline - time.monotonic()))
             if tcp is None:
                 self._checked(wanted, None, outstanding)
-                raise Mismatch(self._mismatch(wanted, seen, within))
+                raise self._failed(wanted, seen, within)
             if wanted.match(tcp, self.ack_sent):
                 self._checked(wanted, tcp, outstanding)
                 return tcp
@@ -339,7 +351,7 @@ class Connection:
         ok = tcp is not None and wanted.match(tcp, self.ack_sent)
         self._checked(wanted, tcp if ok else None, outstanding)
         if not ok:
-            raise Mismatch(self._mismatch(wanted, [tcp] if tcp is not None else [], within, why))
+            raise self._failed(wanted, [tcp] if tcp is not None else [], within, why)
         return tcp
 
     def check(self, tcp: TCP, *specs, why: str = "") -> TCP:
@@ -350,7 +362,7 @@ class Connection:
         ok = wanted.match(tcp, self.ack_sent) is not None
         self._checked(wanted, tcp if ok else None, False)
         if not ok:
-            raise Mismatch(self._mismatch(wanted, [tcp], None, why))
+            raise self._failed(wanted, [tcp], None, why)
         return tcp
 
     def expect_silence(self, for_: float | None = None) -> None:
@@ -361,7 +373,8 @@ class Connection:
         tcp = self.next_segment(for_)
         if tcp is not None:
             raise Mismatch(f"expected silence for {for_:.2f} s on {self.endpoints()}, "
-                           f"{self.isns()}, but the target sent:\n    {describe(tcp, self.view, True)}")
+                           f"{self.isns()}, but the target sent:\n    {describe(tcp, self.view, True)}",
+                           self.sport, [f"silence for {for_:.2f} s"], getattr(tcp, "synfin_t", None))
 
     # -- reporting ------------------------------------------------------------------------
     def endpoints(self) -> str:
@@ -371,6 +384,11 @@ class Connection:
     def isns(self) -> str:
         irs = "unknown" if self.irs is None else f"{self.irs:#010x}"
         return f"peer ISS {self.iss:#010x}, target ISS {irs}"
+
+    def _failed(self, wanted: Alternatives, seen: list, within: float | None, why: str = "") -> Mismatch:
+        return Mismatch(self._mismatch(wanted, seen, within, why), self.sport,
+                        [spec.describe(self.view) for spec in wanted.options],
+                        getattr(seen[0], "synfin_t", None) if seen else None)
 
     def _mismatch(self, wanted: Alternatives, seen: list, within: float | None, why: str = "") -> str:
         """First line: what was expected and what came (or that nothing came); then the case's

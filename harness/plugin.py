@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from . import evidence, expectations, targets
+from . import evidence, exchange, expectations, records, targets
 from .caselab import CaseLab
 from .cleanup import REGISTRY
 from .errors import HarnessError
@@ -22,18 +22,25 @@ from .requirements import LEVELS, lookup
 from .results import STATUS, Results
 from .steps import StepLog
 from .runtime import docker_client
-from .session import Session, notice
+from .session import Session, notice, worker_index
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("synfin", "synfin: TCP conformance")
-    group.addoption("--target", default="linux", help="stack under test (default: linux)")
+    group.addoption("--target", default="linux",
+                    help="stack(s) under test: a name, a comma-separated list (each case runs once per "
+                         "target, ids test_x[lwip]) or all (default: linux)")
     group.addoption("--runtime", default="auto", choices=("auto", "docker", "netns"),
                     help="where the target runs: a Docker container, or a bare network namespace; "
                          "auto picks docker when an engine answers")
     group.addoption("--evidence", default="failures", choices=("failures", "all"),
                     help="keep pcap, ladder and agent log for failures only (default) or every case")
     group.addoption("--results", default="results", help="directory for evidence and results.json")
+    group.addoption("--report-dir", default=None, metavar="DIR",
+                    help="write the cross-stack report (a static site) to DIR; implies --evidence=all")
+    group.addoption("--export-packetdrill", default=None, metavar="DIR",
+                    help="write a packetdrill script replaying each case run on a Linux target to DIR; "
+                         "implies --evidence=all")
     group.addoption("--expectations", default=expectations.DEFAULT_DIR,
                     help="directory of <target>.toml files recording known deviations (default: expectations/)")
 
@@ -42,17 +49,78 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "requirement(id, level): the catalogue requirement a case checks "
                                        "(docs/requirements.md) and its level: MUST, SHOULD, MAY or INFO")
     config.addinivalue_line("markers", "slow: a case that waits for a real protocol timer (minutes)")
-    name = config.getoption("--target")
     try:
-        targets.get(name)
-        config._synfin_expected = expectations.load(name, config.getoption("--expectations"))
-    except KeyError as exc:
-        raise pytest.UsageError(str(exc).strip('"')) from None
+        names = targets.parse_list(config.getoption("--target"))
+        config._synfin_targets = names
+        config._synfin_expected = {n: expectations.load(n, config.getoption("--expectations")) for n in names}
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    for option in ("--report-dir", "--export-packetdrill"):
+        where = config.getoption(option)
+        if where:
+            problem = _unwritable(where)
+            if problem:
+                raise pytest.UsageError(f"{option} {where}: {problem}")
+            config.option.evidence = "all"  # every cell of the report links to its ladder
     config.pluginmanager.register(Results(config), "synfin-results")
     REGISTRY.install()
 
+
+def _unwritable(path: str) -> str | None:
+    """Why `path` cannot become an output directory, or None (nothing is created here)."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        return None if os.path.isdir(path) and os.access(path, os.W_OK) else (
+            "not a directory" if not os.path.isdir(path) else "not writable")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return None if os.path.isdir(parent) and os.access(parent, os.W_OK) else f"cannot be created in {parent}"
+
+
+def multi_target(config) -> bool:
+    return len(config._synfin_targets) > 1
+
+
+@pytest.hookimpl(trylast=True)  # after the cases' own parametrize marks: the target comes last in the id
+def pytest_generate_tests(metafunc):
+    names = metafunc.config._synfin_targets
+    if len(names) > 1 and "synfin_target" in metafunc.fixturenames:
+        metafunc.parametrize("synfin_target", names, ids=names)
+
+
+def target_of(item) -> str:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "synfin_target" in callspec.params:
+        return callspec.params["synfin_target"]
+    return item.config._synfin_targets[0]
+
+
+def case_id(item) -> str:
+    """The node id without the target: the same case on every target (expectations use it)."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "synfin_target" not in callspec.params:
+        return item.nodeid
+    name = callspec.params["synfin_target"]
+    if item.nodeid.endswith(f"[{name}]"):
+        return item.nodeid[:-len(name) - 2]
+    return item.nodeid[:-len(name) - 2] + "]"  # "test_x[rst-lwip]" -> "test_x[rst]"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under -n with several targets, each target's cases go to one worker as a whole: a worker
+    starts only the targets it runs."""
+    if not multi_target(config) or config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTarget(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            inner = nodeid.rsplit("[", 1)[-1].rstrip("]")
+            return inner.rsplit("-", 1)[-1]
+
+    return ByTarget(config, log)
 
 def pytest_collection_modifyitems(session, config, items):
     problems = []
@@ -100,8 +168,29 @@ def missing_capabilities() -> list[str]:
 
 
 # -- fixtures -------------------------------------------------------------------------------
+class Sessions:
+    """A worker's targets, each started the first time a case needs it and kept for the run."""
+
+    def __init__(self, config, notice):
+        self.config = config
+        self.notice = notice
+        self.open: dict[str, Session] = {}
+
+    def get(self, name: str) -> Session:
+        if name not in self.open:
+            names = self.config._synfin_targets
+            slot = worker_index() * len(names) + names.index(name)
+            self.open[name] = Session(name, self.config.getoption("--runtime"), notice=self.notice,
+                                      slot=slot, sweep=not self.open)
+        return self.open[name]
+
+    def close(self) -> None:
+        for session in self.open.values():
+            session.close()
+
+
 @pytest.fixture(scope="session")
-def synfin_session(request):
+def synfin_sessions(request):
     missing = missing_capabilities()
     if missing:
         pytest.exit(f"synfin needs {' and '.join(missing)} to build its labs and send raw segments; "
@@ -113,18 +202,30 @@ def synfin_session(request):
         with capture.global_and_fixture_disabled():
             notice(line)
 
-    session = Session(request.config.getoption("--target"), request.config.getoption("--runtime"),
-                      notice=visible_notice)
-    yield session
-    session.close()
+    sessions = Sessions(request.config, visible_notice)
+    yield sessions
+    sessions.close()
 
 
 @pytest.fixture
-def lab(synfin_session, request):
+def synfin_target(request) -> str:
+    """The target a case runs on (parametrized when the run has several)."""
+    return request.config._synfin_targets[0]
+
+
+@pytest.fixture
+def synfin_session(synfin_sessions, synfin_target, request):
+    session = synfin_sessions.get(synfin_target)
+    request.node._synfin_session = session
+    return session
+
+
+@pytest.fixture
+def lab(synfin_session, synfin_target, request):
     peer, target = synfin_session.new_case()
     rid, level = _requirement(request.node.get_closest_marker("requirement"))
     steps = StepLog(request.node.originalname, rid, level,
-                    request.config._synfin_expected.get(request.node.nodeid))
+                    request.config._synfin_expected[synfin_target].get(case_id(request.node)))
     case = CaseLab(synfin_session, peer, target, steps)
     request.node._synfin_lab = case
     yield case
@@ -142,15 +243,20 @@ def pytest_runtest_makereport(item, call):
     if mark is None:
         return report
     rid, level = _requirement(mark)
+    name = target_of(item)
     if report.when == "setup" and report.failed:
-        _set(report, "ERROR", rid, level, _error_text(call.excinfo))
-        report.sections.append(("synfin rerun", _rerun(item)))
+        message = _error_text(call.excinfo)
+        _set(report, item, "ERROR", rid, level)
+        report.synfin = records.build(item, case_id(item), name, "ERROR", rid, level, message,
+                                      StepLog(item.originalname, rid, level), None, _rerun(item))
+        report.synfin_identity = _identity(item)
+        report.sections.append(("synfin rerun", report.synfin["rerun"]))
     if report.when != "call":
         return report
     case = getattr(item, "_synfin_lab", None)
+    deviations = item.config._synfin_expected[name].get(case_id(item))
     # A case without the lab fixture has no steps of its own: only its body can be judged.
-    steps = case.steps if case is not None else StepLog(
-        item.originalname, rid, level, item.config._synfin_expected.get(item.nodeid))
+    steps = case.steps if case is not None else StepLog(item.originalname, rid, level, deviations)
     exc = call.excinfo.value if call.excinfo is not None else None
     outcome = steps.finish(exc)
     verdict, message = outcome.verdict, outcome.message
@@ -175,30 +281,30 @@ def pytest_runtest_makereport(item, call):
     else:  # PASS, INFO, WARN, EXPECTED: the run passes
         report.outcome = "passed"
         report.longrepr = None
-    _set(report, verdict, outcome.requirement, outcome.level, recorded)
-    report.user_properties.append(("synfin_case_requirement", [rid, level]))
-    report.user_properties.append(("synfin_step", outcome.name if outcome is not steps.body else None))
-    report.user_properties.append(("synfin_steps", steps.records()))
-    report.user_properties.append(("synfin_checks", steps.checks))
-    if case is not None:
-        report.user_properties.append(("synfin_notes", {k: str(v) for k, v in case.notes.items()}))
-        report.user_properties.append(("synfin_choices", {k: str(v) for k, v in case.choices.items()}))
-        report.user_properties.append(("synfin_settings", dict(case.target.settings)))
-        report.user_properties.append(("synfin_waited", case.waited()))
-        report.user_properties.append(("synfin_blocked", case.blocked()))
-        report.user_properties.append(("synfin_wall", time.monotonic() - case.started))
-        keep = verdict in ("FAIL", "WARN", "ERROR", "EXPECTED") or item.config.getoption("--evidence") == "all"
-        if keep:
-            _write_evidence(item, report, case)
-    report.sections.append(("synfin rerun", _rerun(item)))
+    _set(report, item, verdict, outcome.requirement, outcome.level, outcome.name if outcome is not steps.body else None)
+    record = records.build(item, case_id(item), name, verdict, outcome.requirement, outcome.level, recorded,
+                           steps, outcome if outcome is not steps.body else None, _rerun(item), case)
+    keep = verdict in ("FAIL", "WARN", "ERROR", "EXPECTED") or item.config.getoption("--evidence") == "all"
+    if case is not None and keep:
+        _write_evidence(item, report, case, record, outcome.failure or exc)
+    report.synfin = record
+    report.synfin_identity = _identity(item)
+    report.sections.append(("synfin rerun", record["rerun"]))
     return report
 
 
-def _set(report, verdict, rid, level, message) -> None:
+def _identity(item) -> dict | None:
+    session = getattr(item, "_synfin_session", None)
+    return session.identity if session is not None else None
+
+
+def _set(report, item, verdict, rid, level, step=None) -> None:
+    """What JUnit XML carries per testcase (pytest writes user_properties as <property>)."""
     report.synfin_verdict = verdict
-    report.user_properties.append(("synfin_verdict", verdict))
-    report.user_properties.append(("synfin_requirement", [rid, level]))
-    report.user_properties.append(("synfin_message", message))
+    report.user_properties.extend([
+        ("synfin_verdict", verdict), ("synfin_requirement", rid), ("synfin_level", level),
+        ("synfin_target", target_of(item)), ("synfin_rerun", _rerun(item)),
+    ] + ([("synfin_step", step)] if step else []))
 
 
 def _error_text(excinfo) -> str:
@@ -210,37 +316,41 @@ def _error_text(excinfo) -> str:
 
 
 def _rerun(item) -> str:
+    """The command that runs this case alone on this target."""
     cfg = item.config
-    cmd = [".venv/bin/pytest", item.nodeid, f"--target={cfg.getoption('--target')}"]
+    cmd = [".venv/bin/pytest", case_id(item), f"--target={target_of(item)}"]
     if cfg.getoption("--runtime") != "auto":
         cmd.append(f"--runtime={cfg.getoption('--runtime')}")
     return shlex.join(cmd)
 
 
-def _write_evidence(item, report, case) -> None:
+def _write_evidence(item, report, case, record, failure) -> None:
     session = case.session
-    root = os.path.join(item.config.getoption("--results"), session.spec.name)
-    where = evidence.case_dir(root, item.nodeid)
+    results = item.config.getoption("--results")
+    where = evidence.case_dir(os.path.join(results, session.spec.name), record["case"])
     frames = list(session.wire.trace)
     evidence.write_pcap(os.path.join(where, "capture.pcap"), frames, evidence.wall_offset())
-    views = case.peer.views()
-    diagram = evidence.ladder(frames, views, session.lab.addr.peer_ip, session.lab.addr.target_ip)
+    addr = session.lab.addr
+    record["exchange"] = exchange.build(frames, case.peer.views(), case.target.calls, case.started, failure)
+    record["exchange"].update(peer_ip=addr.peer_ip, target_ip=addr.target_ip)
+    diagram = exchange.ladder_text(record["exchange"], addr.peer_ip, addr.target_ip)
     log = session.instance.log_since(case.log_marker) if session.instance else "(target gone)"
     with open(os.path.join(where, "ladder.txt"), "w") as f:
         f.write(diagram + "\n")
     with open(os.path.join(where, "agent.log"), "w") as f:
         f.write(log)
     with open(os.path.join(where, "rerun.sh"), "w") as f:
-        f.write(_rerun(item) + "\n")
-    report.user_properties.append(("synfin_evidence", where))
-    report.sections.append(("synfin exchange (ms, numbers relative to the ISNs)", diagram))
+        f.write(record["rerun"] + "\n")
+    rel = os.path.relpath(where, results)
+    record["evidence"] = {"dir": rel, "pcap": f"{rel}/capture.pcap", "ladder": f"{rel}/ladder.txt",
+                          "agent_log": f"{rel}/agent.log"}
+    report.sections.append(("synfin exchange (ms from the case's start, numbers relative to the ISNs)", diagram))
     report.sections.append(("synfin evidence", f"{where}/capture.pcap, ladder.txt, agent.log\n"
                                                f"agent log of this case:\n{log[-3000:]}"))
 
 
 def pytest_report_teststatus(report, config):
-    props = dict(getattr(report, "user_properties", ()))  # a CollectReport has none
-    verdict = getattr(report, "synfin_verdict", None) or props.get("synfin_verdict")
+    verdict = getattr(report, "synfin_verdict", None)
     if verdict and (report.when == "call" or verdict == "ERROR"):
         return STATUS[verdict]
     return None

@@ -1,11 +1,19 @@
-"""Run results: one record per case, written as results.json and summarised in the terminal.
+"""Run results: one record per case × target, written as results.json and summarised in the
+terminal; the run's exit code.
 
 Runs in the controller (under pytest-xdist the workers' reports arrive here), so the file and the
-summary cover every worker.
+summary cover every worker. Exit codes: 0 every result as expected, 1 a result nobody expected
+(a FAIL, or a recorded deviation no longer met), 2 verdicts incomplete (an ERROR, an interrupted
+run), 4 a usage error (pytest's own).
 """
+import datetime
 import json
 import os
+import sys
 
+from . import identity
+
+SCHEMA = "synfin-results/1"
 STATUS = {  # verdict -> (pytest category, letter, word)
     "PASS": ("passed", ".", "PASS"),
     "INFO": ("info", "i", "INFO"),
@@ -15,65 +23,107 @@ STATUS = {  # verdict -> (pytest category, letter, word)
     "UNSUPPORTED": ("unsupported", "U", "UNSUPPORTED"),
     "ERROR": ("error", "E", "ERROR"),
 }
+EXIT_OK, EXIT_UNEXPECTED, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2, 4
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def exit_code(records: list[dict], pytest_status: int) -> int:
+    if pytest_status == EXIT_USAGE:
+        return EXIT_USAGE
+    if pytest_status in (2, 3) or any(r["verdict"] == "ERROR" for r in records):
+        return EXIT_INCOMPLETE  # interrupted, internal error, or a harness/infrastructure ERROR
+    if pytest_status == 1 or any(r["verdict"] == "FAIL" for r in records):
+        return EXIT_UNEXPECTED
+    return pytest_status if not records else EXIT_OK
 
 
 class Results:
     def __init__(self, config):
         self.config = config
         self.records: list[dict] = []
-        self._wall: dict[str, float] = {}  # setup + call + teardown, per case
+        self.identities: dict[str, dict] = {}
+        self.started = _now()
+        self.exit = None
+        self._wall: dict[str, float] = {}  # setup + call + teardown, per node id
+
+    @property
+    def directory(self) -> str:
+        return self.config.getoption("--results")
 
     @property
     def path(self) -> str:
-        return os.path.join(self.config.getoption("--results"), self.config.getoption("--target"), "results.json")
+        return os.path.join(self.directory, "results.json")
 
     def pytest_runtest_logreport(self, report):
         self._wall[report.nodeid] = self._wall.get(report.nodeid, 0.0) + report.duration
-        props = dict(report.user_properties)
-        verdict = props.get("synfin_verdict")
-        if not verdict or (report.when != "call" and verdict != "ERROR"):
+        record = getattr(report, "synfin", None)
+        if record is None:
             return
-        rid, level = props.get("synfin_requirement", [None, None])
-        case_rid, case_level = props.get("synfin_case_requirement", [rid, level])
-        self.records.append({
-            "case": report.nodeid,
-            # The requirement the verdict belongs to: the failed step's, or the case's own.
-            "requirement": rid, "level": level, "verdict": verdict, "step": props.get("synfin_step"),
-            "case_requirement": case_rid, "case_level": case_level,
-            "message": props.get("synfin_message", ""),
-            "choices": props.get("synfin_choices", {}), "notes": props.get("synfin_notes", {}),
-            "settings": props.get("synfin_settings", {}),
-            "steps": props.get("synfin_steps", []), "checks": props.get("synfin_checks", []),
-            "duration": report.duration, "waited": props.get("synfin_waited", 0.0),
-            "blocked": props.get("synfin_blocked", 0.0),
-            "evidence": props.get("synfin_evidence"), "rerun": dict(report.sections).get("synfin rerun"),
-        })
+        if report.when == "call":
+            record["durations"]["call"] = report.duration
+        ident = getattr(report, "synfin_identity", None)
+        if ident:
+            self.identities[record["target"]] = ident
+        self.records.append(record)
+
+    def document(self) -> dict:
+        for r in self.records:
+            r["durations"]["wall"] = self._wall.get(r["nodeid"], r["durations"]["call"])
+        names = self.config._synfin_targets
+        targets = {}
+        for name in names:
+            ident = self.identities.get(name)
+            if ident is None:  # no case reached it (all deselected, or the run stopped before)
+                from .targets import get
+                ident = identity.target(get(name), None, None)
+            ident = dict(ident)
+            path = os.path.join(self.config.getoption("--expectations"), f"{name}.toml")
+            ident["expectations"] = os.path.relpath(path) if os.path.exists(path) else None
+            targets[name] = ident
+        return {
+            "schema": SCHEMA, "synfin": identity.synfin(), "started": self.started, "finished": _now(),
+            "command": list(sys.argv), "exit_code": self.exit, "targets": targets,
+            "results": sorted(self.records, key=lambda r: (r["case"], names.index(r["target"])
+                                                           if r["target"] in names else 99)),
+        }
 
     def pytest_sessionfinish(self, session):
-        if hasattr(self.config, "workerinput") or not self.records:
+        if hasattr(self.config, "workerinput"):
             return
-        for r in self.records:
-            r["wall"] = self._wall.get(r["case"], r["duration"])
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path, "w") as f:
-            json.dump({"target": self.config.getoption("--target"),
-                       "results": sorted(self.records, key=lambda r: r["case"])}, f, indent=1)
+        self.exit = exit_code(self.records, int(session.exitstatus))
+        session.exitstatus = self.exit
+        if not self.records:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        doc = self.document()
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, self.path)  # never a truncated results.json
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.records:
             return
         tr = terminalreporter
-        tr.section(f"synfin verdicts for target {self.config.getoption('--target')}")
-        counts = {}
-        for r in self.records:
-            counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-        tr.write_line("  ".join(f"{v} {counts[v]}" for v in STATUS if v in counts))
+        names = self.config._synfin_targets
+        for name in names:
+            mine = [r for r in self.records if r["target"] == name]
+            if mine:
+                self._summary(tr, name, mine)
+        tr.write_line(f"results: {self.path}")
+
+    def _summary(self, tr, name: str, records: list[dict]) -> None:
+        tr.section(f"synfin verdicts for target {name}")
+        tr.write_line(_counts(records))
         order = list(STATUS)
-        for r in sorted(self.records, key=lambda r: (order.index(r["verdict"]), r["case"])):
+        for r in sorted(records, key=lambda r: (order.index(r["verdict"]), r["case"])):
             if r["verdict"] == "PASS":
                 continue
             where = f" at step {r['step']!r}" if r.get("step") else ""
-            tr.write_line(f"{r['verdict']:<11} {r['requirement']} ({r['level']}){where}  {r['case']}")
+            tr.write_line(f"{r['verdict']:<11} {r['requirement']} ({r['level']}){where}  {r['nodeid']}")
             if where:
                 tr.write_line(f"            (the case checks {r['case_requirement']} ({r['case_level']}))")
             facts = {**r.get("settings", {}), **r.get("choices", {}), **r["notes"]}
@@ -90,8 +140,30 @@ class Results:
                 # "fails differently from the recorded deviation (...):" is followed by what came.
                 for line in lines[:2] if lines[0].endswith(":") else lines[:1]:
                     tr.write_line("            " + line)
-            if r["verdict"] in ("FAIL", "WARN", "ERROR", "EXPECTED") and r["evidence"]:
-                tr.write_line(f"            evidence: {r['evidence']}/ (capture.pcap, ladder.txt, agent.log)")
+            if r["verdict"] in ("FAIL", "WARN", "ERROR", "EXPECTED") and r.get("evidence"):
+                tr.write_line(f"            evidence: {os.path.join(self.directory, r['evidence']['dir'])}/ "
+                              "(capture.pcap, ladder.txt, agent.log)")
             if r["verdict"] in ("FAIL", "WARN", "ERROR"):
                 tr.write_line(f"            rerun: {r['rerun']}")
-        tr.write_line(f"results: {self.path}")
+
+    def pytest_unconfigure(self, config):
+        """The last line of the run: what the exit code says."""
+        if hasattr(config, "workerinput") or self.exit is None or not self.records:
+            return
+        tr = config.pluginmanager.getplugin("terminalreporter")
+        meaning = {EXIT_OK: "every result as expected", EXIT_UNEXPECTED: "unexpected results (FAIL)",
+                   EXIT_INCOMPLETE: "verdicts incomplete (ERROR or interrupted)"}.get(self.exit, "")
+        per = "; ".join(f"{n}: {_counts([r for r in self.records if r['target'] == n])}"
+                        for n in config._synfin_targets if any(r["target"] == n for r in self.records))
+        line = f"synfin: exit {self.exit}, {meaning} — {per}"
+        if tr is not None:
+            tr.write_line(line)
+        else:
+            print(line)
+
+
+def _counts(records: list[dict]) -> str:
+    counts = {}
+    for r in records:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    return "  ".join(f"{v} {counts[v]}" for v in STATUS if v in counts)

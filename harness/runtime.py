@@ -58,6 +58,7 @@ class DockerInstance(Instance):
         self.name = f"{owner_prefix()}-{label}"
         self.client = client
         image = ensure_target_image(client, spec.name, log)
+        self.image = {"tag": image, "id": None}
         rundir = lab_mod.run_dir(label)
         os.chmod(rundir, 0o777)  # the agent runs as root without CAP_DAC_OVERRIDE
         self._undo = REGISTRY.add(f"container {self.name}", self._remove)
@@ -71,6 +72,7 @@ class DockerInstance(Instance):
                 environment=env, detach=True,
             )
             self.container.reload()
+            self.image["id"] = self.container.attrs.get("Image")
             pid = self.container.attrs["State"]["Pid"]
             if not pid:
                 raise TargetError(f"container {self.name} exited at once:\n{self.log_tail()}")

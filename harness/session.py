@@ -3,6 +3,7 @@ import itertools
 import os
 import sys
 
+from . import identity
 from . import lab as lab_mod
 from . import runtime, targets
 from .errors import HarnessError, TargetError
@@ -69,16 +70,21 @@ def choose_runtime(requested: str, notice=notice):
 
 
 class Session:
-    def __init__(self, target_name: str, requested_runtime: str, notice=notice):
+    """One target of one worker. `slot` numbers the worker's targets: each gets its own lab,
+    link names and address block (slot = worker × number of targets + the target's place)."""
+
+    def __init__(self, target_name: str, requested_runtime: str, notice=notice, slot: int | None = None,
+                 sweep: bool = True):
         self.notice = notice
         self.spec = targets.get(target_name)
         self.runtime, self.client = choose_runtime(requested_runtime, notice)
-        self.index = worker_index()
+        self.index = worker_index() if slot is None else slot
+        self.identity: dict | None = None  # set once the stack is up (harness/identity.py)
         self.peer_ports = PortPool()
         self.target_ports = PortPool()
         self.instance = self.lab = self.wire = None
         self._failure: HarnessError | None = None
-        removed = lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])
+        removed = (lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])) if sweep else []
         if removed:
             self.notice(f"removed {len(removed)} leftovers of an earlier killed run: "
                         f"{', '.join(removed[:5])}" + (" ..." if len(removed) > 5 else ""))
@@ -104,10 +110,12 @@ class Session:
             hello = self.instance.agent.call("hello", timeout=self.spec.timing.startup)
             verify_stack(self.spec, hello, Peer(self.wire, self.spec.timing, self.peer_ports),
                          Target(self.spec, self.instance, self.lab.addr), self.target_ports.next())
+            self.identity = identity.target(self.spec, self.runtime, hello, self.instance)
         except Exception as exc:
             failure = exc if isinstance(exc, HarnessError) else TargetError(
                 f"could not start target {self.spec.name}: {type(exc).__name__}: {exc}")
             self._failure = failure
+            self.identity = identity.target(self.spec, self.runtime, None, error=str(failure).splitlines()[0])
             self.close()
             raise failure from exc
 

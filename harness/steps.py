@@ -34,6 +34,8 @@ class Step:
         self.gate = gate
         self.verdict = NOT_RUN
         self.message = ""
+        self.observed: str | None = None  # first line of the deviation seen here (its signature)
+        self.failure = None               # the exception, for the evidence (the segment it names)
 
     @property
     def failed(self) -> bool:
@@ -46,6 +48,7 @@ class Step:
         out = {"step": self.name, "requirement": self.requirement, "level": self.level, "verdict": self.verdict}
         if self.message:
             out["message"] = self.message
+        out["observed"] = self.observed
         return out
 
 
@@ -89,7 +92,7 @@ class StepLog:
                  "expected": [spec.describe(conn.view) for spec in wanted.options]}
         if tcp is not None:
             entry["got"] = {"flags": flag_letters(tcp.flags), "len": len(bytes(tcp.payload)), "seg_len": seg_len(tcp),
-                            "timestamps": "Timestamp" in dict(tcp.options)}
+                            "timestamps": "Timestamp" in dict(tcp.options), "t": getattr(tcp, "synfin_t", None)}
             # An expected pure ACK may come on a retransmission (segments.Seg.piggybacked): only
             # possible while the target has sequence space the peer has not acknowledged.
             entry["retransmission_may_carry_it"] = outstanding and any(s.pure_ack for s in wanted.options)
@@ -121,6 +124,7 @@ class StepLog:
         if isinstance(exc, Unsupported):
             step.verdict, step.message = "UNSUPPORTED", str(exc)
         elif isinstance(exc, DEVIATIONS):
+            step.observed, step.failure = str(exc).split("\n", 1)[0], exc
             deviation = self.deviations.get(None if step is self.body else step.base)
             step.verdict, step.message = expectations.apply(deviation, deviation_verdict(step.level), str(exc))
         else:

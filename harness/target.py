@@ -5,9 +5,35 @@ Calls return plain values (socket handles, bytes); a call the stack refuses rais
 express raises `Unsupported`. Sockets a case leaves open and sysctls it changes are put back
 after the case, so cases stay independent.
 """
+import time
+
 from . import netns
 from .agent import OpError
 from .errors import Unsupported
+
+# Arguments worth drawing on a ladder (addresses are the lab's own; data is shown by its length).
+_SHOWN_ARGS = ("sock", "port", "bind_port", "how", "opt", "value", "backlog", "max", "rcvbuf", "linger")
+
+
+def _summary(op: str, args: dict) -> dict:
+    out = {k: args[k] for k in _SHOWN_ARGS if k in args}
+    if "data" in args:
+        out["len"] = len(args["data"])
+    return out
+
+
+def _outcome(reply) -> str:
+    if not isinstance(reply, dict):
+        return "started"  # a background call (Job): its reply comes with wait()
+    if "sock" in reply:
+        return f"sock {reply['sock']}"
+    if "sent" in reply:
+        return f"sent {reply['sent']}"
+    if "data" in reply:
+        return f"{len(reply['data'])} bytes"
+    if "state" in reply:
+        return str(reply["state"])
+    return "ok"
 
 
 class Target:
@@ -20,6 +46,8 @@ class Target:
         self._sysctl_saved: dict[str, str] = {}
         # The settings this case saw (read) or made (set): recorded with its verdict.
         self.settings: dict[str, str] = {}
+        # Every call the case made: op, shown args, when it was made and returned, its outcome.
+        self.calls: list[dict] = []
 
     @property
     def ip(self) -> str:
@@ -31,7 +59,21 @@ class Target:
             raise Unsupported(f"target {self.name} cannot {', '.join(missing)}")
 
     def call(self, op: str, **args):
-        return self.instance.agent.call(op, **args)
+        return self._logged(op, args, lambda: self.instance.agent.call(op, **args))
+
+    def _logged(self, op: str, args: dict, run):
+        entry = {"op": op, "args": _summary(op, args), "t_call": time.monotonic()}
+        self.calls.append(entry)
+        try:
+            reply = run()
+        except OpError as exc:
+            entry["t"], entry["result"] = time.monotonic(), exc.errno
+            raise
+        except Exception as exc:
+            entry["t"], entry["result"] = time.monotonic(), type(exc).__name__
+            raise
+        entry["t"], entry["result"] = time.monotonic(), _outcome(reply)
+        return reply
 
     # -- sockets --------------------------------------------------------------------------
     def listen(self, port: int, backlog: int = 16, **opts) -> int:
@@ -53,7 +95,10 @@ class Target:
         """Start a blocking call in the background; `.wait(timeout)` returns its reply."""
         if op == "connect":
             args.setdefault("addr", self.addr.peer_ip)
-        return self.instance.agent.start(op, **args)
+        job = self._logged(f"start {op}", args, lambda: self.instance.agent.start(op, **args))
+        wait = job.wait
+        job.wait = lambda timeout: self._logged(op, args, lambda: wait(timeout))  # drawn when it returns
+        return job
 
     def adopt(self, sock: int) -> int:
         """Track a socket that came back from a background call."""

@@ -15,12 +15,12 @@ from harness.segments import Seg
 
 
 def records(results, target: str = "linux") -> dict[str, dict]:
-    """results.json of a run, by node id (empty if the run wrote none)."""
-    path = os.path.join(str(results), target, "results.json")
+    """One target's records of a run's results.json, by case id (empty if the run wrote none)."""
+    path = os.path.join(str(results), "results.json")
     if not os.path.exists(path):
         return {}
     with open(path) as f:
-        return {r["case"]: r for r in json.load(f)["results"]}
+        return {r["case"]: r for r in json.load(f)["results"] if r["target"] == target}
 
 
 def run_suite(results, *args, cases=("cases/",), target: str = "linux", fault: str | None = None,

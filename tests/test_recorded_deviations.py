@@ -54,5 +54,5 @@ def test_on_lwip_the_reset_is_still_checked_after_the_recorded_rst_ack(tmp_path)
     steps = {s["step"]: s["verdict"] for s in record["steps"]}
     assert steps["answered from CLOSED"] == "EXPECTED"
     assert steps["test_rst_at_rcv_nxt_resets_the_connection_silently"] == "PASS"
-    log = open(os.path.join(record["evidence"], "agent.log")).read()
+    log = open(os.path.join(tmp_path, record["evidence"]["agent_log"])).read()
     assert '"op":"recv"' in log.replace(" ", "") and "ECONNRESET" in log

@@ -12,4 +12,7 @@ TARGET = TargetSpec(
         "bind_port", "timestamps",
     }),
     kernel=True,
+    verdict_sysctls=("net.ipv4.tcp_timestamps", "net.ipv4.tcp_rfc1337", "net.ipv4.tcp_fin_timeout",
+                     "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_sack", "net.ipv4.tcp_window_scaling",
+                     "net.ipv4.tcp_syncookies", "net.ipv4.tcp_abort_on_overflow"),
 )

@@ -25,6 +25,8 @@ class TargetSpec:
     synack_check: Callable | None = None
     # How the agent starts on the host for --runtime=netns.
     agent_on_host: str = "agent.py"
+    # The settings of the target's namespace that change verdicts: recorded in its identity.
+    verdict_sysctls: tuple = ()
 
     @property
     def image_dir(self) -> str:
