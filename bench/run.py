@@ -20,15 +20,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def one_run(target: str, workers: int, results: str) -> tuple[float, list[dict]]:
+def one_run(target: str, workers: int, results: str, *extra: str) -> tuple[float, list[dict]]:
     cmd = [sys.executable, "-m", "pytest", "cases/", f"--target={target}", "-m", "not slow", "-q",
-           "-p", "no:cacheprovider", f"--results={results}"]
+           "-p", "no:cacheprovider", f"--results={results}", *extra]
     if workers > 1:
         cmd += ["-n", str(workers)]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - t0
-    path = os.path.join(results, target, "results.json")
+    path = os.path.join(results, "results.json")
     if not os.path.exists(path):
         sys.exit(f"benchmark run produced no results:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return wall, json.load(open(path))["results"]
@@ -51,9 +51,10 @@ def main():
             wall, records = one_run(args.target, args.workers, results)
         walls.append(wall)
         for r in records:
-            overheads.append((r["wall"] - r["waited"]) * 1000)
+            d = r["durations"]
+            overheads.append((d["wall"] - d.get("waited", 0.0)) * 1000)
             # Silence windows are spent blocked too: count them once.
-            own.append((r["wall"] - max(r["waited"], r["blocked"])) * 1000)
+            own.append((d["wall"] - max(d.get("waited", 0.0), d.get("blocked", 0.0))) * 1000)
             counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     print(f"target {args.target}, {args.workers} worker(s), {args.repeat} runs, "
           f"{len(overheads) // args.repeat} cases per run (slow cases excluded)")

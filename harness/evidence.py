@@ -7,7 +7,6 @@ from scapy.layers.l2 import Ether
 from scapy.utils import PcapWriter
 
 
-
 def write_pcap(path: str, frames, wall_offset: float) -> None:
     """Frames carry monotonic times; the pcap gets wall-clock times (wall = mono + offset)."""
     writer = PcapWriter(path, linktype=1, sync=False)

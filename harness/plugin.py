@@ -10,6 +10,7 @@ express the case); ERROR (the harness or the target broke: never a deviation).
 """
 import os
 import shlex
+import tempfile
 import time
 
 import pytest
@@ -67,15 +68,19 @@ def pytest_configure(config):
 
 
 def _unwritable(path: str) -> str | None:
-    """Why `path` cannot become an output directory, or None (nothing is created here)."""
+    """Why `path` cannot become an output directory, or None. Probed by making (and removing) a
+    directory in it or in its nearest existing parent: as root, access() says yes to /proc."""
     path = os.path.abspath(path)
-    if os.path.exists(path):
-        return None if os.path.isdir(path) and os.access(path, os.W_OK) else (
-            "not a directory" if not os.path.isdir(path) else "not writable")
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    return None if os.path.isdir(parent) and os.access(parent, os.W_OK) else f"cannot be created in {parent}"
+    probe_in = path
+    while not os.path.exists(probe_in):
+        probe_in = os.path.dirname(probe_in)
+    if not os.path.isdir(probe_in):
+        return f"{probe_in} is not a directory"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".synfin-probe-", dir=probe_in))
+    except OSError as exc:
+        return f"{'not writable' if probe_in == path else f'cannot be created in {probe_in}'} ({exc.strerror})"
+    return None
 
 
 def multi_target(config) -> bool:
@@ -301,10 +306,11 @@ def _identity(item) -> dict | None:
 def _set(report, item, verdict, rid, level, step=None) -> None:
     """What JUnit XML carries per testcase (pytest writes user_properties as <property>)."""
     report.synfin_verdict = verdict
-    report.user_properties.extend([
-        ("synfin_verdict", verdict), ("synfin_requirement", rid), ("synfin_level", level),
-        ("synfin_target", target_of(item)), ("synfin_rerun", _rerun(item)),
-    ] + ([("synfin_step", step)] if step else []))
+    props = [("synfin_verdict", verdict), ("synfin_requirement", rid), ("synfin_level", level),
+             ("synfin_target", target_of(item)), ("synfin_rerun", _rerun(item))] + (
+        [("synfin_step", step)] if step else [])
+    report.user_properties.extend(props)
+    item.user_properties.extend(props)  # JUnit XML writes the properties of the teardown report
 
 
 def _error_text(excinfo) -> str:
