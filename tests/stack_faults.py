@@ -2,6 +2,8 @@
 
     SYNFIN_FAULT=drop-fin python -m pytest cases/ -p tests.stack_faults --target=linux
 
+Only the target named by SYNFIN_FAULT_TARGET (default linux) is broken; others in the run are not.
+
 Each fault is applied once per target instance, inside the target's own network namespace (a
 netfilter rule on its output, or one of its sysctls), after the harness has checked the stack and
 before the first case runs on it. Nothing outside that namespace is touched, and the namespace
@@ -61,7 +63,12 @@ def _synfin_stack_fault(request):
     if fault and "lab" in request.fixturenames:
         if fault not in FAULTS:
             pytest.exit(f"SYNFIN_FAULT={fault!r}: known faults are {', '.join(FAULTS)}", returncode=4)
-        instance = request.getfixturevalue("lab").session.instance
+        session = request.getfixturevalue("lab").session
+        instance = session.instance
+        # In a run of several targets only the broken one changes (SYNFIN_FAULT_TARGET, linux).
+        if session.spec.name != os.environ.get("SYNFIN_FAULT_TARGET", "linux"):
+            yield
+            return
         if getattr(instance, "_synfin_fault", None) != fault:  # a restarted target gets it again
             apply(fault, instance.netns)
             instance._synfin_fault = fault
