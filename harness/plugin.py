@@ -112,21 +112,6 @@ def case_id(item) -> str:
     return item.nodeid[:-len(name) - 2] + "]"  # "test_x[rst-lwip]" -> "test_x[rst]"
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """Under -n with several targets, each target's cases go to one worker as a whole: a worker
-    starts only the targets it runs."""
-    if not multi_target(config) or config.getoption("dist") != "load":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ByTarget(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            inner = nodeid.rsplit("[", 1)[-1].rstrip("]")
-            return inner.rsplit("-", 1)[-1]
-
-    return ByTarget(config, log)
-
 def pytest_collection_modifyitems(session, config, items):
     problems = []
     for item in items:

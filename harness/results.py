@@ -99,10 +99,28 @@ class Results:
             return
         os.makedirs(self.directory, exist_ok=True)
         doc = self.document()
+        exported = self.config.getoption("--export-packetdrill")
+        if exported:
+            self._export_packetdrill(doc, exported)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump(doc, f, indent=1)
         os.replace(tmp, self.path)  # never a truncated results.json
+
+    def _export_packetdrill(self, doc: dict, where: str) -> None:
+        """A .pkt per case run on a Linux target (harness/packetdrill.py); other targets have none."""
+        from . import packetdrill
+        self.exported, self.not_exported = [], []
+        for r in doc["results"]:
+            if r["target"] != "linux" or not r.get("exchange"):
+                continue
+            try:
+                path = packetdrill.write(r, where)
+            except packetdrill.NotExportable as exc:
+                self.not_exported.append((r["nodeid"], str(exc)))
+                continue
+            self.exported.append(path)
+            r["evidence"]["packetdrill"] = os.path.relpath(path, self.directory)
 
     def pytest_terminal_summary(self, terminalreporter):
         if not self.records:
@@ -114,6 +132,11 @@ class Results:
             if mine:
                 self._summary(tr, name, mine)
         tr.write_line(f"results: {self.path}")
+        if getattr(self, "exported", None) is not None:
+            tr.write_line(f"packetdrill: {len(self.exported)} scripts in {self.config.getoption('--export-packetdrill')}"
+                          + (f"; not exportable: {len(self.not_exported)}" if self.not_exported else ""))
+            for nodeid, why in self.not_exported:
+                tr.write_line(f"    {nodeid}: {why}")
 
     def _summary(self, tr, name: str, records: list[dict]) -> None:
         tr.section(f"synfin verdicts for target {name}")

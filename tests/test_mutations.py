@@ -48,16 +48,22 @@ def outcome(record) -> tuple:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Runs of the not-slow cases on linux, one per fault (None: unbroken), made once per module."""
-    made = {}
+    made, runs_made = {}, {}
 
     def run(fault=None):
         if fault not in made:
             results = tmp_path_factory.mktemp(fault or "unbroken")
             proc, got = run_suite(results, "-m", "not slow", fault=fault)
             assert got, f"the run with {fault} wrote no results:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            made[fault] = got
+            made[fault], runs_made[fault] = got, (proc, results)
         return made[fault]
 
+    def process(fault=None):
+        """The run's process (its exit code, its output) and its results directory."""
+        run(fault)
+        return runs_made[fault]
+
+    run.process = process
     return run
 
 
