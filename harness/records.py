@@ -1,5 +1,6 @@
 """One result record per case × target, as results.json keeps it (harness/schema/results-1.schema.json)."""
 import inspect
+import os
 import time
 
 from .requirements import lookup
@@ -51,5 +52,7 @@ def build(item, case: str, target: str, verdict: str, rid: str, level: str, mess
         record.update(
             choices={k: str(v) for k, v in lab.choices.items()}, notes={k: str(v) for k, v in lab.notes.items()},
             settings=dict(lab.target.settings))
-        record["durations"].update(call=time.monotonic() - lab.started, waited=lab.waited(), blocked=lab.blocked())
+        record["durations"].update(call=time.monotonic() - lab.started, waited=lab.waited(), blocked=lab.blocked(),
+                                   start=round(time.time() - (time.monotonic() - lab.started), 3))
+    record["worker"] = os.environ.get("PYTEST_XDIST_WORKER")
     return record
