@@ -45,7 +45,27 @@ def segment(tcp: TCP, t: float, from_peer: bool, view: SeqView) -> dict:
     }
 
 
-def build(frames, views: dict[int, SeqView], calls: list[dict], t0: float, failure=None) -> dict:
+def _view_of(tcp: TCP, from_peer: bool, views: list[SeqView]) -> SeqView:
+    """The connection a segment belongs to, among those sharing its peer port: the one whose ISN
+    its sender's sequence number lies closest above (the receiver's, by its ACK, before the
+    sender's ISN is known)."""
+    if len(views) == 1:
+        return views[0]
+
+    def distance(v: SeqView) -> int:
+        own, other = (v.iss, v.irs) if from_peer else (v.irs, v.iss)
+        if own is not None:
+            d = seq_diff(tcp.seq, own)
+        elif other is not None and "A" in str(tcp.flags):
+            d = seq_diff(tcp.ack, other)
+        else:
+            return 1 << 33
+        return d if d >= 0 else (1 << 32) - d  # behind the ISN: an older incarnation's segment
+
+    return min(views, key=distance)
+
+
+def build(frames, views: dict[int, list[SeqView]], calls: list[dict], t0: float, failure=None) -> dict:
     """`frames`: the lab's trace (monotonic times); `views`: the case's connections by peer port;
     `calls`: Target.calls; `t0`: the case's start; `failure`: the Mismatch that ended a step."""
     segments = []
@@ -57,7 +77,7 @@ def build(frames, views: dict[int, SeqView], calls: list[dict], t0: float, failu
         port = tcp.sport if fr.outgoing else tcp.dport
         if port not in views:
             continue  # another case's late segment: the pcap keeps it
-        entry = segment(tcp, fr.t - t0, fr.outgoing, views[port])
+        entry = segment(tcp, fr.t - t0, fr.outgoing, _view_of(tcp, fr.outgoing, views[port]))
         entry["raw_t"] = fr.t
         segments.append(entry)
     out = {
@@ -65,7 +85,7 @@ def build(frames, views: dict[int, SeqView], calls: list[dict], t0: float, failu
         "calls": [{"op": c["op"], "args": c["args"], "result": c.get("result", "(no reply)"),
                    "t_call": round(c["t_call"] - t0, 6), "t": round(c.get("t", c["t_call"]) - t0, 6)}
                   for c in calls],
-        "isns": {str(port): {"peer": v.iss, "target": v.irs} for port, v in views.items()},
+        "isns": {str(port): [{"peer": v.iss, "target": v.irs} for v in vs] for port, vs in views.items()},
         "failure": None,
     }
     if failure is not None and getattr(failure, "expected", None):

@@ -201,8 +201,13 @@ class Peer:
         self.wire.waited += seconds
         time.sleep(seconds)
 
-    def views(self) -> dict[int, SeqView]:
-        return {c.sport: c.view for c in self.connections}
+    def views(self) -> dict[int, list[SeqView]]:
+        """The ISNs of the case's connections by peer port (a port reused for a new incarnation,
+        as after TIME-WAIT, has one view per connection, oldest first)."""
+        out: dict[int, list[SeqView]] = {}
+        for c in self.connections:
+            out.setdefault(c.sport, []).append(c.view)
+        return out
 
 
 class Connection:

@@ -106,6 +106,15 @@ class Results:
         with open(tmp, "w") as f:
             json.dump(doc, f, indent=1)
         os.replace(tmp, self.path)  # never a truncated results.json
+        report = self.config.getoption("--report-dir")
+        if report:
+            from .report import BadInput, write_site
+            try:
+                write_site(doc, report, results_dir=self.directory)
+                self.report = os.path.join(report, "index.html")
+            except BadInput as exc:
+                self.report = f"not written: {exc}"
+                session.exitstatus = self.exit = max(self.exit, EXIT_INCOMPLETE)
 
     def _export_packetdrill(self, doc: dict, where: str) -> None:
         """A .pkt per case run on a Linux target (harness/packetdrill.py); other targets have none."""
@@ -132,6 +141,8 @@ class Results:
             if mine:
                 self._summary(tr, name, mine)
         tr.write_line(f"results: {self.path}")
+        if getattr(self, "report", None):
+            tr.write_line(f"report: {self.report}")
         if getattr(self, "exported", None) is not None:
             tr.write_line(f"packetdrill: {len(self.exported)} scripts in {self.config.getoption('--export-packetdrill')}"
                           + (f"; not exportable: {len(self.not_exported)}" if self.not_exported else ""))

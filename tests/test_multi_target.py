@@ -72,12 +72,15 @@ def test_each_target_has_its_own_lab_and_address_block_and_sees_only_its_own_seg
         ex = r["exchange"]
         net = ipaddress.ip_network(f"{ex['target_ip']}/24", strict=False)
         assert net.subnet_of(ipaddress.ip_network("198.18.0.0/15"))
-        blocks.setdefault(r["target"], set()).add(net)
+        blocks.setdefault((r["worker"], r["target"]), set()).add(net)
         # Every frame in the case's pcap belongs to its own target's lab.
         for pkt in rdpcap(os.path.join(tmp, "results", r["evidence"]["pcap"])):
             if IP in pkt:
                 assert {pkt[IP].src, pkt[IP].dst} <= {ex["peer_ip"], ex["target_ip"]}, r["nodeid"]
-    assert all(len(b) == 1 for b in blocks.values()) and blocks["linux"] != blocks["lwip"]
+    # One block per worker × target, never shared: a lab is never another target's.
+    assert all(len(b) == 1 for b in blocks.values())
+    assert len({net for b in blocks.values() for net in b}) == len(blocks)
+    assert {target for _, target in blocks} == {"linux", "lwip"}
 
 
 def test_results_follow_the_schema_with_each_targets_identity(two_targets):

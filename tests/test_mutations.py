@@ -142,3 +142,27 @@ def test_an_ack_piggybacked_on_the_fin_retransmission_is_accepted(runs):
     half = after["cases/close/test_half_close.py::test_after_shutdown_wr_the_target_still_receives_and_acks"]
     assert half["verdict"] == "FAIL"
     assert "(ACK of 100 bytes in FIN-WAIT-2); received nothing" in half["message"].splitlines()[0]
+
+
+def test_dropped_rsts_turn_exactly_the_rst_cases_red_exit_1_and_marked_against_the_baseline(runs, tmp_path):
+    from harness.report import cli as report_cli
+    from test_report import cells_of
+
+    before, after = runs(None), runs("drop-rst")
+    should = {case for case, record in before.items() if MUST_CHANGE["drop-rst"](record)}
+    # Red where a MUST expects the RST; a SHOULD that expects one is a WARN (orange), as levels say.
+    red = {case for case, record in after.items() if record["verdict"] == "FAIL"}
+    must = {case for case in should if after[case]["level"] == "MUST"}
+    assert red == must, f"red but no RST expected: {red - should}; RST expected by a MUST, not red: {must - red}"
+    assert {case for case in should - must if after[case]["verdict"] == "WARN"} == should - must
+    proc, results = runs.process("drop-rst")
+    assert proc.returncode == 1
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("synfin: exit 1, unexpected results (FAIL)")
+    _, baseline = runs.process(None)
+    site = tmp_path / "site"
+    assert report_cli.main([str(results / "results.json"), "--baseline", str(baseline / "results.json"),
+                            "--out", str(site)]) == 0
+    cells = cells_of(open(site / "index.html", encoding="utf-8").read())
+    assert len(cells) == len(before)
+    assert {c["case"] for c in cells if "v-FAIL" in c["class"].split()} == must
+    assert {c["case"] for c in cells if "delta" in c["class"].split()} == should
