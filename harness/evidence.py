@@ -3,18 +3,18 @@ import os
 import re
 import time
 
-from scapy.layers.l2 import Ether
-from scapy.utils import PcapWriter
+from scapy.utils import RawPcapWriter
 
 
 def write_pcap(path: str, frames, wall_offset: float) -> None:
-    """Frames carry monotonic times; the pcap gets wall-clock times (wall = mono + offset)."""
-    writer = PcapWriter(path, linktype=1, sync=False)
+    """Frames carry monotonic times; the pcap gets wall-clock times (wall = mono + offset). The
+    bytes go out as captured: no packet is parsed to be written."""
+    writer = RawPcapWriter(path, linktype=1, sync=False)
     try:
+        writer.write_header(None)  # write_packet() alone leaves the file without one
         for fr in frames:
-            pkt = Ether(fr.data)
-            pkt.time = fr.t + wall_offset
-            writer.write(pkt)
+            sec, frac = divmod(fr.t + wall_offset, 1.0)
+            writer.write_packet(fr.data, sec=int(sec), usec=int(frac * 1e6))
     finally:
         writer.close()
 

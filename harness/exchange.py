@@ -5,7 +5,6 @@ This one record feeds every picture of the exchange: the ladder text in the term
 ladder of the report and the packetdrill script.
 """
 from scapy.layers.inet import IP, TCP
-from scapy.layers.l2 import Ether
 
 from .segments import SeqView, flag_words, seq_diff
 
@@ -32,6 +31,19 @@ def _rel(n: int, base: int | None) -> int:
     return n if base is None else seq_diff(n, base)
 
 
+def _tcp(frame: bytes) -> TCP | None:
+    """The TCP segment of an Ethernet/IPv4 frame, or None. Only TCP is parsed (a full scapy
+    dissection of every frame of every case would cost more than the rest of the evidence), and the
+    IP total length cuts off the padding of short Ethernet frames."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    total = int.from_bytes(frame[16:18], "big")
+    tcp = TCP(frame[14 + ihl:14 + total])
+    tcp.synfin_ttl = frame[22]
+    return tcp
+
+
 def segment(tcp: TCP, t: float, from_peer: bool, view: SeqView) -> dict:
     """One segment: seq relative to its sender's ISN, ack to its receiver's (as in Wireshark)."""
     flags = str(tcp.flags)
@@ -41,7 +53,8 @@ def segment(tcp: TCP, t: float, from_peer: bool, view: SeqView) -> dict:
         "peer_port": tcp.sport if from_peer else tcp.dport, "target_port": tcp.dport if from_peer else tcp.sport,
         "flags": flag_words(flags), "seq": _rel(tcp.seq, own), "ack": _rel(tcp.ack, other) if "A" in flags else None,
         "abs_seq": tcp.seq, "abs_ack": tcp.ack, "len": len(bytes(tcp.payload)), "win": tcp.window,
-        "options": _options(tcp), "ttl": tcp.underlayer.ttl if isinstance(tcp.underlayer, IP) else None,
+        "options": _options(tcp),
+        "ttl": getattr(tcp, "synfin_ttl", None) or (tcp.underlayer.ttl if isinstance(tcp.underlayer, IP) else None),
     }
 
 
@@ -70,10 +83,9 @@ def build(frames, views: dict[int, list[SeqView]], calls: list[dict], t0: float,
     `calls`: Target.calls; `t0`: the case's start; `failure`: the Mismatch that ended a step."""
     segments = []
     for fr in frames:
-        pkt = Ether(fr.data)
-        if TCP not in pkt:
+        tcp = _tcp(fr.data)
+        if tcp is None:
             continue
-        tcp = pkt[TCP]
         port = tcp.sport if fr.outgoing else tcp.dport
         if port not in views:
             continue  # another case's late segment: the pcap keeps it
