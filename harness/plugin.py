@@ -63,6 +63,13 @@ def pytest_configure(config):
             if problem:
                 raise pytest.UsageError(f"{option} {where}: {problem}")
             config.option.evidence = "all"  # every cell of the report links to its ladder
+    if config.getoption("--report-dir"):
+        from .report import BadInput
+        from .report.site import check_out
+        try:  # refused before the run, not after it
+            check_out(config.getoption("--report-dir"))
+        except BadInput as exc:
+            raise pytest.UsageError(f"--report-dir: {exc}") from None
     config.pluginmanager.register(Results(config), "synfin-results")
     REGISTRY.install()
 

@@ -124,13 +124,17 @@ def test_junit_xml_carries_requirement_verdict_and_rerun_per_testcase(two_target
     (("--target=linux,linux",), "'linux' is given twice"),
     (("--target=linux,",), "an empty name in the list"),
     (("--report-dir=/proc/synfin-report",), "--report-dir /proc/synfin-report: cannot be created in /proc"),
+    (("--report-dir={tmp}/foreign",), "not empty and not a synfin report; refusing to replace it"),
 ])
 def test_bad_input_is_one_line_and_exit_4(tmp_path, args, line):
-    proc, _ = run_cases(tmp_path, CASES, *args)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    proc, _ = run_cases(tmp_path, CASES, *(a.format(tmp=tmp_path) for a in args))
     assert proc.returncode == 4, proc.stdout + proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(errors) == 1 and line in errors[0] and "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
+    assert os.listdir(tmp_path / "foreign") == ["notes.txt"]
 
 
 def test_a_fail_exits_1_and_the_last_line_says_so(tmp_path):

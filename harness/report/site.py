@@ -30,7 +30,7 @@ LEGEND = (  # verdict -> what it means, for the legend on every page
 )
 
 
-def _check_out(out_dir: str) -> str:
+def check_out(out_dir: str) -> str:
     out_dir = os.path.abspath(out_dir)
     if os.path.lexists(out_dir):
         if not os.path.isdir(out_dir):
@@ -100,7 +100,7 @@ def write_site(doc: dict, out_dir: str, baseline: dict | None = None, results_di
     results.json); the evidence is copied into the site. `baseline`: an older document; cells
     whose verdict or choices changed since it are marked. BadInput if out_dir cannot be written.
     """
-    out_dir = _check_out(out_dir)
+    out_dir = check_out(out_dir)
     tmp = _scratch(out_dir)
     try:
         _build(doc, tmp, baseline, results_dir)
