@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from . import evidence, exchange, expectations, records, targets
+from . import evidence, exchange, expectations, identity, records, targets
 from .caselab import CaseLab
 from .cleanup import REGISTRY
 from .errors import HarnessError
@@ -56,13 +56,18 @@ def pytest_configure(config):
         config._synfin_expected = {n: expectations.load(n, config.getoption("--expectations")) for n in names}
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    for option in ("--report-dir", "--export-packetdrill"):
+    if config.getoption("--runtime") == "netns":
+        docker_only = [n for n in names if "netns" not in targets.get(n).runtimes]
+        if docker_only:
+            raise pytest.UsageError(f"--runtime=netns: target {docker_only[0]} runs only in Docker")
+    for option in ("--results", "--report-dir", "--export-packetdrill"):
         where = config.getoption(option)
         if where:
             problem = _unwritable(where)
             if problem:
                 raise pytest.UsageError(f"{option} {where}: {problem}")
-            config.option.evidence = "all"  # every cell of the report links to its ladder
+            if option != "--results":
+                config.option.evidence = "all"  # every cell of the report links to its ladder
     if config.getoption("--report-dir"):
         from .report import BadInput
         from .report.site import check_out
@@ -90,14 +95,10 @@ def _unwritable(path: str) -> str | None:
     return None
 
 
-def multi_target(config) -> bool:
-    return len(config._synfin_targets) > 1
-
-
 @pytest.hookimpl(trylast=True)  # after the cases' own parametrize marks: the target comes last in the id
 def pytest_generate_tests(metafunc):
     names = metafunc.config._synfin_targets
-    if len(names) > 1 and "synfin_target" in metafunc.fixturenames:
+    if len(names) > 1 and metafunc.definition.get_closest_marker("requirement") is not None:
         metafunc.parametrize("synfin_target", names, ids=names)
 
 
@@ -172,14 +173,29 @@ class Sessions:
         self.config = config
         self.notice = notice
         self.open: dict[str, Session] = {}
+        self.failed: dict[str, HarnessError] = {}
 
     def get(self, name: str) -> Session:
+        if name in self.failed:
+            raise self.failed[name]
         if name not in self.open:
             names = self.config._synfin_targets
             slot = worker_index() * len(names) + names.index(name)
-            self.open[name] = Session(name, self.config.getoption("--runtime"), notice=self.notice,
-                                      slot=slot, sweep=not self.open)
+            try:
+                self.open[name] = Session(name, self.config.getoption("--runtime"), notice=self.notice,
+                                          slot=slot, sweep=not self.open and not self.failed)
+            except HarnessError as exc:  # e.g. --runtime=docker and no engine: told once per case, tried once
+                self.failed[name] = exc
+                raise
         return self.open[name]
+
+    def identity(self, name: str) -> dict | None:
+        if name in self.open:
+            return self.open[name].identity
+        if name in self.failed:
+            return identity.target(targets.get(name), self.config.getoption("--runtime"), None,
+                                   error=str(self.failed[name]).splitlines()[0])
+        return None
 
     def close(self) -> None:
         for session in self.open.values():
@@ -204,7 +220,7 @@ def synfin_sessions(request):
     sessions.close()
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)  # every case has a target, with the lab fixture or without
 def synfin_target(request) -> str:
     """The target a case runs on (parametrized when the run has several)."""
     return request.config._synfin_targets[0]
@@ -212,8 +228,8 @@ def synfin_target(request) -> str:
 
 @pytest.fixture
 def synfin_session(synfin_sessions, synfin_target, request):
+    request.node._synfin_sessions = synfin_sessions  # the target's identity, even if it fails to start
     session = synfin_sessions.get(synfin_target)
-    request.node._synfin_session = session
     return session
 
 
@@ -244,8 +260,10 @@ def pytest_runtest_makereport(item, call):
     if report.when == "setup" and report.failed:
         message = _error_text(call.excinfo)
         _set(report, item, "ERROR", rid, level)
-        report.synfin = records.build(item, case_id(item), name, "ERROR", rid, level, message,
-                                      StepLog(item.originalname, rid, level), None, _rerun(item))
+        steps = StepLog(item.originalname, rid, level)
+        steps.body.verdict, steps.body.message = "ERROR", message
+        report.synfin = records.build(item, case_id(item), name, "ERROR", rid, level, message, steps, None,
+                                      _rerun(item))
         report.synfin_identity = _identity(item)
         report.sections.append(("synfin rerun", report.synfin["rerun"]))
     if report.when != "call":
@@ -291,8 +309,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def _identity(item) -> dict | None:
-    session = getattr(item, "_synfin_session", None)
-    return session.identity if session is not None else None
+    sessions = getattr(item, "_synfin_sessions", None)
+    return sessions.identity(target_of(item)) if sessions is not None else None
 
 
 def _set(report, item, verdict, rid, level, step=None) -> None:

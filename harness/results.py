@@ -30,13 +30,16 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def exit_code(records: list[dict], pytest_status: int) -> int:
+def exit_code(records: list[dict], pytest_status: int, unjudged: int = 0) -> int:
+    """`unjudged`: failed reports that carry no verdict (a worker that crashed, a teardown error)."""
     if pytest_status == EXIT_USAGE:
         return EXIT_USAGE
-    if pytest_status in (2, 3) or any(r["verdict"] == "ERROR" for r in records):
+    if pytest_status in (2, 3) or unjudged or any(r["verdict"] == "ERROR" for r in records):
         return EXIT_INCOMPLETE  # interrupted, internal error, or a harness/infrastructure ERROR
-    if pytest_status == 1 or any(r["verdict"] == "FAIL" for r in records):
+    if any(r["verdict"] == "FAIL" for r in records):
         return EXIT_UNEXPECTED
+    if pytest_status == 1:
+        return EXIT_INCOMPLETE if records else 1  # failed, but not by a verdict
     return pytest_status if not records else EXIT_OK
 
 
@@ -48,6 +51,7 @@ class Results:
         self.started = _now()
         self.exit = None
         self._wall: dict[str, float] = {}  # setup + call + teardown, per node id
+        self.unjudged: list[str] = []  # failed reports without a verdict: a crashed worker, a teardown error
 
     @property
     def directory(self) -> str:
@@ -61,11 +65,15 @@ class Results:
         self._wall[report.nodeid] = self._wall.get(report.nodeid, 0.0) + report.duration
         record = getattr(report, "synfin", None)
         if record is None:
+            if report.failed and "cases" in report.nodeid.split("::", 1)[0].split("/")[:-1]:
+                self.unjudged.append(f"{report.nodeid} ({report.when})")
             return
         if report.when == "call":
             record["durations"]["call"] = report.duration
         ident = getattr(report, "synfin_identity", None)
-        if ident:
+        known = self.identities.get(record["target"])
+        # Several workers start the same target: one start that worked says what it is.
+        if ident and (known is None or known.get("error") or not ident.get("error")):
             self.identities[record["target"]] = ident
         self.records.append(record)
 
@@ -93,28 +101,38 @@ class Results:
     def pytest_sessionfinish(self, session):
         if hasattr(self.config, "workerinput"):
             return
-        self.exit = exit_code(self.records, int(session.exitstatus))
+        self.exit = exit_code(self.records, int(session.exitstatus), len(self.unjudged))
         session.exitstatus = self.exit
         if not self.records:
             return
         os.makedirs(self.directory, exist_ok=True)
         doc = self.document()
-        exported = self.config.getoption("--export-packetdrill")
-        if exported:
-            self._export_packetdrill(doc, exported)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, self.path)  # never a truncated results.json
-        report = self.config.getoption("--report-dir")
-        if report:
-            from .report import BadInput, write_site
-            try:
-                write_site(doc, report, results_dir=self.directory)
-                self.report = os.path.join(report, "index.html")
-            except BadInput as exc:
-                self.report = f"not written: {exc}"
-                session.exitstatus = self.exit = max(self.exit, EXIT_INCOMPLETE)
+        try:
+            exported = self.config.getoption("--export-packetdrill")
+            if exported:
+                self._export_packetdrill(doc, exported)
+            report = self.config.getoption("--report-dir")
+            if report:
+                self._write_report(doc, report)
+        finally:
+            # Written last, whatever failed before: the verdicts are never lost to a broken extra.
+            session.exitstatus = doc["exit_code"] = self.exit
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(doc, f, indent=1)
+            os.replace(tmp, self.path)  # never a truncated results.json
+
+    def _write_report(self, doc: dict, where: str) -> None:
+        from .report import BadInput, write_site
+        try:
+            write_site(doc, where, results_dir=self.directory)
+            self.report = os.path.join(where, "index.html")
+        except (BadInput, OSError) as exc:
+            self.report = f"not written: {exc}"
+            self.exit = max(self.exit, EXIT_INCOMPLETE)
+        except Exception as exc:  # a report bug must not cost the run its results.json
+            self.report = f"not written: {type(exc).__name__} in the report: {exc}"
+            self.exit = max(self.exit, EXIT_INCOMPLETE)
 
     def _export_packetdrill(self, doc: dict, where: str) -> None:
         """A .pkt per case run on a Linux target (harness/packetdrill.py); other targets have none."""
@@ -127,6 +145,9 @@ class Results:
                 path = packetdrill.write(r, where)
             except packetdrill.NotExportable as exc:
                 self.not_exported.append((r["nodeid"], str(exc)))
+                continue
+            except Exception as exc:  # an exchange the exporter cannot read: told, not fatal
+                self.not_exported.append((r["nodeid"], f"{type(exc).__name__} in the exporter: {exc}"))
                 continue
             self.exported.append(path)
             r["evidence"]["packetdrill"] = os.path.relpath(path, self.directory)
@@ -190,6 +211,8 @@ class Results:
         per = "; ".join(f"{n}: {_counts([r for r in self.records if r['target'] == n])}"
                         for n in config._synfin_targets if any(r["target"] == n for r in self.records))
         line = f"synfin: exit {self.exit}, {meaning} — {per}"
+        if self.unjudged:
+            line += f"; {len(self.unjudged)} without a verdict: {', '.join(self.unjudged[:3])}"
         if tr is not None:
             tr.write_line(line)
         else:

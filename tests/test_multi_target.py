@@ -125,6 +125,8 @@ def test_junit_xml_carries_requirement_verdict_and_rerun_per_testcase(two_target
     (("--target=linux,",), "an empty name in the list"),
     (("--report-dir=/proc/synfin-report",), "--report-dir /proc/synfin-report: cannot be created in /proc"),
     (("--report-dir={tmp}/foreign",), "not empty and not a synfin report; refusing to replace it"),
+    (("--results={tmp}/foreign/notes.txt",), "--results {tmp}/foreign/notes.txt: {tmp}/foreign/notes.txt is not a directory"),
+    (("--target=linux,lwip", "--runtime=netns"), "--runtime=netns: target lwip runs only in Docker"),
 ])
 def test_bad_input_is_one_line_and_exit_4(tmp_path, args, line):
     (tmp_path / "foreign").mkdir()
@@ -132,7 +134,8 @@ def test_bad_input_is_one_line_and_exit_4(tmp_path, args, line):
     proc, _ = run_cases(tmp_path, CASES, *(a.format(tmp=tmp_path) for a in args))
     assert proc.returncode == 4, proc.stdout + proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(errors) == 1 and line in errors[0] and "Traceback" not in proc.stderr + proc.stdout
+    assert len(errors) == 1 and line.format(tmp=tmp_path) in errors[0], errors
+    assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
     assert os.listdir(tmp_path / "foreign") == ["notes.txt"]
 
@@ -148,3 +151,36 @@ def test_a_fail_exits_1_and_the_last_line_says_so(tmp_path):
     assert verdicts["test_wrong"]["verdict"] == "FAIL" and proc.returncode == 1
     assert proc.stdout.rstrip().splitlines()[-1].startswith("synfin: exit 1, unexpected results (FAIL)")
     assert verdicts["test_wrong"]["expectation_met"] is False
+
+
+def test_errors_and_a_target_that_cannot_start_are_recorded_by_the_schema(tmp_path):
+    proc, _ = run_cases(tmp_path, """
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_open(lab):
+            pass
+
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_without_lab():
+            "A case that needs no lab still runs once per target."
+        """, "--target=linux,lwip", "--runtime=docker", env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    doc = document(tmp_path)
+    jsonschema.validate(doc, SCHEMA)
+    verdicts = {(r["case"].rsplit("::", 1)[1], r["target"]): r["verdict"] for r in doc["results"]}
+    assert verdicts == {("test_open", "linux"): "ERROR", ("test_open", "lwip"): "ERROR",
+                        ("test_without_lab", "linux"): "PASS", ("test_without_lab", "lwip"): "PASS"}
+    for name in ("linux", "lwip"):
+        assert doc["targets"][name]["error"].startswith("no Docker engine answers"), doc["targets"][name]
+    error = next(r for r in doc["results"] if r["verdict"] == "ERROR")
+    assert [s["verdict"] for s in error["steps"]] == ["ERROR"]
+    assert proc.returncode == 2 and doc["exit_code"] == 2
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("synfin: exit 2, verdicts incomplete")
+
+
+def test_an_unsupported_case_is_recorded_by_the_schema_and_passes_the_run(tmp_path):
+    proc, verdicts = run_cases(tmp_path, """
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_needs(lab):
+            lab.target.require("no_such_capability")
+        """)
+    jsonschema.validate(document(tmp_path), SCHEMA)
+    assert verdicts["test_needs"]["verdict"] == "UNSUPPORTED" and proc.returncode == 0
