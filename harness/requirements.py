@@ -40,6 +40,28 @@ def _read(path: str, out: dict) -> None:
                 out.setdefault(rid, Requirement(rid, row, level, section, text))
 
 
+@dataclass(frozen=True)
+class Row:
+    row: str
+    ids: tuple
+    level: str
+    section: str
+    text: str
+
+
+@lru_cache(maxsize=None)
+def rows(paths: tuple = CATALOGUES) -> dict[str, Row]:
+    """Every row of the catalogues' tables (the unit of coverage), by its row id."""
+    out: dict[str, Row] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                cells = [c.strip() for c in line.split("|")]
+                if len(cells) >= 8 and re.fullmatch(r"[A-Z]\d+", cells[1]):
+                    out.setdefault(cells[1], Row(cells[1], tuple(_ID.findall(cells[2])), cells[4], cells[3], cells[5]))
+    return out
+
+
 def lookup(rid: str) -> Requirement:
     cat = catalogue()
     if rid not in cat:

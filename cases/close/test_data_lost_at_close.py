@@ -4,7 +4,7 @@ from harness.markers import requirement
 from harness.segments import Seg, seq_add
 
 
-@requirement("SHLD-3", "SHOULD")
+@requirement("SHLD-3", "SHOULD", row="D6")
 def test_close_with_unread_data_sends_rst_not_fin(lab):
     """§3.6.1: "If such a host issues a CLOSE call while received data is still pending in the TCP
     connection ... its TCP implementation SHOULD send a RST to show that data was lost (SHLD-3)"

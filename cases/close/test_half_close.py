@@ -3,7 +3,7 @@ from harness.markers import requirement
 from harness.segments import Seg, seq_add
 
 
-@requirement("R9293-3.6", "MUST")
+@requirement("R9293-3.6", "MUST", row="D8")
 def test_after_shutdown_wr_the_target_still_receives_and_acks(lab):
     """§3.6: "The user who CLOSEs may continue to RECEIVE until the TCP receiver is told that the
     remote peer has CLOSED also"; case 1: "RECEIVEs are allowed in this state" (FIN-WAIT-1), and
@@ -27,7 +27,7 @@ def test_after_shutdown_wr_the_target_still_receives_and_acks(lab):
     assert lab.target.conn_state(conn.dport, conn.sport) == "TIME-WAIT"
 
 
-@requirement("R9293-3.6", "MUST")
+@requirement("R9293-3.6", "MUST", row="D8")
 def test_after_the_peer_fin_the_target_still_sends(lab):
     """§3.6.1: "a host is permitted to continue sending data in the open direction on a half-closed
     connection"; §3.10.4 CLOSE-WAIT SEND: "Queue this request until it can be sent"."""

@@ -14,7 +14,7 @@ def close_wait(lab, conn, sock):
         assert lab.target.state(sock) == "CLOSE-WAIT"
 
 
-@requirement("R9293-3.6", "MUST")
+@requirement("R9293-3.6", "MUST", row="D3")
 def test_peer_fin_then_close_retransmits_fin_until_acked_then_deletes(lab):
     """§3.6 case 2: "the receiving TCP endpoint can ACK it and tell the user that the connection is
     closing. The user will respond with a CLOSE, upon which the TCP endpoint can send a FIN ...
@@ -32,7 +32,7 @@ def test_peer_fin_then_close_retransmits_fin_until_acked_then_deletes(lab):
     assert lab.target.conn_state(conn.dport, conn.sport) == "CLOSED"
 
 
-@requirement("R9293-3.10.7.1", "MUST")
+@requirement("R9293-3.10.7.1", "MUST", row="C9")
 def test_data_after_last_ack_completed_gets_rst_from_closed(lab):
     """§3.10.7.1 CLOSED: "If the ACK bit is on, <SEQ=SEG.ACK><CTL=RST>" — once LAST-ACK has deleted
     the TCB (§3.10.7.4 fifth: "If our FIN is now acknowledged, delete the TCB"), a segment for the
@@ -49,7 +49,7 @@ def test_data_after_last_ack_completed_gets_rst_from_closed(lab):
                      why="data for a deleted connection must get a RST")
 
 
-@requirement("R9293-3.6", "INFO")
+@requirement("R9293-3.6", "INFO", row="D3")
 def test_close_right_after_peer_fin_combines_ack_and_fin_or_not(lab):
     """§3.6 case 2 lets the endpoint "ACK it" and later "send a FIN"; Figure 12 shows the ACK and
     the FIN as separate segments, but an implementation may delay the ACK and let the FIN carry it.

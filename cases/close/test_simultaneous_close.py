@@ -3,7 +3,7 @@ from harness.markers import requirement
 from harness.segments import Seg, describe, seq_add
 
 
-@requirement("R9293-3.6", "MUST")
+@requirement("R9293-3.6", "MUST", row="D4")
 def test_fin_not_acking_ours_leads_to_closing_then_time_wait(lab):
     """§3.10.7.4 eighth, FIN-WAIT-1: if our FIN is not ACKed "enter the CLOSING state" (after sending
     "an acknowledgment for the FIN"); §3.6 case 1: the FIN is "retransmitted until acknowledged";
