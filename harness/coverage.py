@@ -2,7 +2,8 @@
 with the cases that check it, and the rows no case checks.
 
 A case checks a row when it cites one of the row's ids: in its @requirement marker, or in a step
-it opens (`lab.step(name, id)`, or an opening of harness/caselab.py it calls). An id cited by
+it opens (`lab.step(name, id)`, or an opening of harness/caselab.py it calls); a matrix cell
+(generated from harness/oracle.py) checks its row's id. An id cited by
 several rows belongs to its first row (harness/requirements.py); a case that checks a later one
 says so with `@requirement(id, level, row="A15")`. A row that cannot be checked black-box is
 listed in docs/uncovered.toml with the reason:
@@ -37,6 +38,11 @@ def _ids_of_steps(tree) -> dict[str, set[str]]:
                     and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)):
                 out.setdefault(fn.name, set()).add(node.args[1].value)
     return out
+
+
+def _uses_oracle(tree) -> bool:
+    return any(isinstance(n, ast.ImportFrom) and n.module == "harness" and any(a.name == "oracle" for a in n.names)
+               for n in ast.walk(tree))
 
 
 def _called(fn: ast.FunctionDef) -> set[str]:
@@ -75,6 +81,10 @@ def cases_by_row(cases_dir: str) -> dict[str, set[str]]:
             with open(path) as f:
                 tree = ast.parse(f.read(), path)
             helpers = _ids_of_steps(tree)
+            if _uses_oracle(tree):  # the matrix: one generated case per row of the oracle's table
+                from .oracle import TABLE
+                for row in TABLE:
+                    add(row.requirement, None, f"{os.path.relpath(path, base)}::test_cell[{row.id}]")
             for fn in tree.body:
                 if not isinstance(fn, ast.FunctionDef) or not fn.name.startswith("test_"):
                     continue

@@ -98,7 +98,9 @@ def _unwritable(path: str) -> str | None:
 @pytest.hookimpl(trylast=True)  # after the cases' own parametrize marks: the target comes last in the id
 def pytest_generate_tests(metafunc):
     names = metafunc.config._synfin_targets
-    if len(names) > 1 and metafunc.definition.get_closest_marker("requirement") is not None:
+    # A case: it carries a requirement (on itself, or on each of its params) or uses the lab.
+    if len(names) > 1 and (metafunc.definition.get_closest_marker("requirement") is not None
+                           or "lab" in metafunc.fixturenames):
         metafunc.parametrize("synfin_target", names, ids=names)
 
 
