@@ -84,7 +84,7 @@ def cases_by_row(cases_dir: str) -> dict[str, set[str]]:
             if _uses_oracle(tree):  # the matrix: one generated case per row of the oracle's table
                 from .oracle import TABLE
                 for row in TABLE:
-                    add(row.requirement, None, f"{os.path.relpath(path, base)}::test_cell[{row.id}]")
+                    add(row.requirement, row.catalogue_row, f"{os.path.relpath(path, base)}::test_cell[{row.id}]")
             for fn in tree.body:
                 if not isinstance(fn, ast.FunctionDef) or not fn.name.startswith("test_"):
                     continue

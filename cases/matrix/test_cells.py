@@ -34,6 +34,61 @@ def test_cell(lab, row):
     """One cell of the matrix: the row's segment in the row's state gets one of the answers the
     row allows (the RFC sentence is recorded with the verdict)."""
     lab.note("checks", row.rfc)
+    if row.state == "LISTEN":
+        _listen_cell(lab, row)
+    else:
+        _synchronized_cell(lab, row)
+
+
+def _after(conn, state: str) -> Seg:
+    """What the target owes the follow-up data segment (already sent) in `state`."""
+    if state == "CLOSED":  # a RST shows the reset; its shape is checked in its own step (§3.10.7.1)
+        return Seg("R", seq=conn.rcv_nxt, tolerate="A", note="the follow-up answered from CLOSED")
+    # §3.10.7.4 seventh: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>, the data accepted
+    return Seg("A", seq=conn.rcv_nxt, ack=conn.snd_nxt, length=0, note=f"the follow-up's data ACKed ({state})")
+
+
+def _synchronized_cell(lab, row):
+    """ESTABLISHED (more states follow): the probe at its window position, then data at SND.NXT
+    that must be answered. The first segment back is either the probe's answer or, when the
+    probe got none, the follow-up's; which one, and what follows it, says what the stack did."""
+    conn, _, sock = lab.passive_open()
+    flags, length = oracle.CLASSES[row.cls]
+    rcv_nxt, rcv_wnd = conn.snd_nxt, conn.snd_wnd  # the target's RCV.NXT and advertised window
+    seg = {"RCV.NXT": rcv_nxt, "RCV.WND": rcv_wnd, "SND.NXT": conn.rcv_nxt}
+    probe_seq = oracle.value(oracle.POSITIONS[row.position], seg)
+    lab.note("probe", f"{row.cls} at {row.position} (RCV.NXT{seq_diff_text(probe_seq, rcv_nxt)}, RCV.WND {rcv_wnd})")
+    conn.send_segment(conn.segment(flags, seq=probe_seq, data=b"x" * length))
+    seg.update({"SEG.SEQ": probe_seq, "SEG.ACK": conn.rcv_nxt, "SEG.LEN": length})
+    follow = b"f" * 5
+    # The follow-up goes at SND.NXT whatever the probe did (a RST consumes no sequence space).
+    replies = [(r, _expected(r, seg)) for r in row.answers if r.flags is not None]
+    quiet = [r for r in row.answers if r.flags is None]
+    conn.send(follow)
+    first = conn.expect_next(*(s for _, s in replies), *(_after(conn, r.after or row.after) for r in quiet),
+                             why=f"{row.step}: {row.rfc}")
+    answered = next((r for r, s in replies if s.matches(first)), None)
+    if answered is not None:
+        chosen = answered
+        conn.expect_next(_after(conn, answered.after or row.after),
+                         why=f"after the {answered.name} the connection is {answered.after or row.after}")
+    else:
+        chosen = next(r for r in quiet if _after(conn, r.after or row.after).matches(first))
+    if len(row.answers) > 1:
+        lab.choice("answer", chosen.name)
+    if (chosen.after or row.after) == "CLOSED":
+        last = conn.received[-1]
+        with lab.step("answered from CLOSED", "R9293-3.10.7.1"):
+            conn.check(last, Seg("R", seq=conn.rcv_nxt, note="from CLOSED: <SEQ=SEG.ACK><CTL=RST>, no ACK flag"))
+
+
+def seq_diff_text(a: int, b: int) -> str:
+    from harness.segments import seq_diff
+    d = seq_diff(a, b)
+    return f"{d:+d}" if d else ""
+
+
+def _listen_cell(lab, row):
     port = lab.port()
     listener = lab.target.listen(port)
     conn = lab.peer.connection(port)
