@@ -20,26 +20,6 @@ class Requirement:
     text: str
 
 
-@lru_cache(maxsize=None)
-def catalogue(paths: tuple = CATALOGUES) -> dict[str, Requirement]:
-    """Every id in the catalogues' tables; an id cited by several rows keeps its first row."""
-    out: dict[str, Requirement] = {}
-    for path in paths:
-        _read(path, out)
-    return out
-
-
-def _read(path: str, out: dict) -> None:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            cells = [c.strip() for c in line.split("|")]
-            if len(cells) < 8 or not re.fullmatch(r"[A-Z]\d+", cells[1]):
-                continue
-            row, ids, section, level, text = cells[1], cells[2], cells[3], cells[4], cells[5]
-            for rid in _ID.findall(ids):
-                out.setdefault(rid, Requirement(rid, row, level, section, text))
-
-
 @dataclass(frozen=True)
 class Row:
     row: str
@@ -59,6 +39,16 @@ def rows(paths: tuple = CATALOGUES) -> dict[str, Row]:
                 cells = [c.strip() for c in line.split("|")]
                 if len(cells) >= 8 and re.fullmatch(r"[A-Z]\d+", cells[1]):
                     out.setdefault(cells[1], Row(cells[1], tuple(_ID.findall(cells[2])), cells[4], cells[3], cells[5]))
+    return out
+
+
+@lru_cache(maxsize=None)
+def catalogue(paths: tuple = CATALOGUES) -> dict[str, Requirement]:
+    """Every id in the catalogues' tables; an id cited by several rows keeps its first row."""
+    out: dict[str, Requirement] = {}
+    for row in rows(paths).values():
+        for rid in row.ids:
+            out.setdefault(rid, Requirement(rid, row.row, row.level, row.section, row.text))
     return out
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness import oracle
 from harness.markers import requirement
-from harness.segments import Seg, seg_len, seq_add
+from harness.segments import Seg, describe, seg_len, seq_add, seq_diff
 
 CELLS = [pytest.param(row, id=row.id, marks=requirement(row.requirement, row.level)) for row in oracle.TABLE]
 NO_CONNECTION_ACK = 0x1234567  # in LISTEN no ACK value is acceptable
@@ -52,12 +52,13 @@ def _synchronized_cell(lab, row):
     """ESTABLISHED (more states follow): the probe at its window position, then data at SND.NXT
     that must be answered. The first segment back is either the probe's answer or, when the
     probe got none, the follow-up's; which one, and what follows it, says what the stack did."""
-    conn, _, sock = lab.passive_open()
+    conn, _, _ = lab.passive_open()
     flags, length = oracle.CLASSES[row.cls]
     rcv_nxt, rcv_wnd = conn.snd_nxt, conn.snd_wnd  # the target's RCV.NXT and advertised window
     seg = {"RCV.NXT": rcv_nxt, "RCV.WND": rcv_wnd, "SND.NXT": conn.rcv_nxt}
     probe_seq = oracle.value(oracle.POSITIONS[row.position], seg)
-    lab.note("probe", f"{row.cls} at {row.position} (RCV.NXT{seq_diff_text(probe_seq, rcv_nxt)}, RCV.WND {rcv_wnd})")
+    offset = seq_diff(probe_seq, rcv_nxt)
+    lab.note("probe", f"{row.cls} at {row.position} (RCV.NXT{offset:+d}, RCV.WND {rcv_wnd})")
     conn.send_segment(conn.segment(flags, seq=probe_seq, data=b"x" * length))
     seg.update({"SEG.SEQ": probe_seq, "SEG.ACK": conn.rcv_nxt, "SEG.LEN": length})
     follow = b"f" * 5
@@ -66,7 +67,7 @@ def _synchronized_cell(lab, row):
     quiet = [r for r in row.answers if r.flags is None]
     conn.send(follow)
     first = conn.expect_next(*(s for _, s in replies), *(_after(conn, r.after or row.after) for r in quiet),
-                             why=f"{row.step}: {row.rfc}")
+                             why=row.rfc)
     answered = next((r for r, s in replies if s.matches(first)), None)
     if answered is not None:
         chosen = answered
@@ -82,12 +83,6 @@ def _synchronized_cell(lab, row):
             conn.check(last, Seg("R", seq=conn.rcv_nxt, note="from CLOSED: <SEQ=SEG.ACK><CTL=RST>, no ACK flag"))
 
 
-def seq_diff_text(a: int, b: int) -> str:
-    from harness.segments import seq_diff
-    d = seq_diff(a, b)
-    return f"{d:+d}" if d else ""
-
-
 def _listen_cell(lab, row):
     port = lab.port()
     listener = lab.target.listen(port)
@@ -99,13 +94,15 @@ def _listen_cell(lab, row):
     if oracle.SILENCE in row.answers:
         _listener_answers(lab, port, why=f"{row.step}: the probe must leave the listener as it was")
         answered = conn.next_segment(within=0.0)
-        if answered is None:
-            lab.choice("answer", "silence") if len(row.answers) > 1 else None
-        else:
-            conn.check(answered, *(s for _, s in replies) or (Seg("S", note="no segment at all"),),
-                       why=f"{row.step}: {row.rfc}")
+        if answered is not None and replies:
+            conn.check(answered, *(s for _, s in replies), why=row.rfc)
+        elif answered is not None:
+            raise AssertionError(f"expected no answer (silence); received {describe(answered, conn.view, True)}\n"
+                                 f"{row.rfc}")
+        elif len(row.answers) > 1:
+            lab.choice("answer", "silence")
     else:
-        got = conn.expect_next(*(s for _, s in replies), why=f"{row.step}: {row.rfc}")
+        got = conn.expect_next(*(s for _, s in replies), why=row.rfc)
         if len(row.answers) > 1:
             lab.choice("answer", next(r.name for r, s in replies if s.matches(got)))
         if row.after == "LISTEN":
