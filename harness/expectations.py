@@ -10,11 +10,16 @@
 A recorded deviation that shows up as recorded is EXPECTED (the run passes), and the case goes on
 after its step (harness/steps.py). If the step passes instead, or fails differently, the verdict is
 FAIL: a fixed bug or a new one shows up as a change.
+One deviation of a stack that shows in many cases (lwIP sets ACK on every RST it sends, in every
+cell of the matrix that expects a RST) may name them with `*` in `case`:
+`case = "cases/matrix/test_cells.py::test_cell[SYN-SENT-*]"`; a deviation recorded for the case
+itself, for the same step, takes precedence.
 A deviation that depends on chance (e.g. on how two hashed ISNs compare) carries
 `intermittent = true`: a run where it does not show keeps the case's own verdict. One that can
 show in more than one way lists them: `observed = ["text one", "text two"]` (any of them).
 """
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 
@@ -68,3 +73,14 @@ def apply(deviation: Deviation | None, verdict: str, message: str) -> tuple[str,
         return verdict, message
     return "FAIL", (f"the recorded deviation did not occur ({deviation.rfc}: {deviation.observed!r}); "
                     "if the stack was fixed, remove it from expectations/")
+
+
+def for_case(table: dict, case: str) -> dict[str | None, Deviation] | None:
+    """The deviations recorded for `case` (a node id without the target): its own, and those of
+    every pattern (`*` for any text) it matches."""
+    found = {}
+    for key, steps in table.items():
+        if "*" in key and re.fullmatch(".*".join(re.escape(p) for p in key.split("*")), case):
+            found.update(steps)
+    found.update(table.get(case, {}))
+    return found or None

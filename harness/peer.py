@@ -65,21 +65,26 @@ class Framer:
         self._ip_addrs = bytes(IP(src=addr.peer_ip, dst=addr.target_ip))[12:20]
         self._ip_id = 0
 
-    def frame(self, tcp: TCP) -> bytes:
+    def frame(self, tcp: TCP, src: str | None = None, dst: str | None = None) -> bytes:
         """Ether/IPv4/TCP on the wire. scapy builds the segment; the outer headers are the same
         for every segment of a lab, so they are packed here (a full scapy build of all three
         layers costs about 0.6 ms, a third of a case's own time). A checksum the case set
-        (deliberately wrong, say) is kept."""
+        (deliberately wrong, say) is kept. `src`/`dst` put other IP addresses in this one frame
+        (a forged source, a broadcast destination); the frame still goes to the target's MAC."""
+        addrs = self._ip_addrs
+        if src is not None or dst is not None:
+            addrs = socket.inet_aton(src) if src else addrs[:4]
+            addrs += socket.inet_aton(dst) if dst else self._ip_addrs[4:]
         given = tcp.chksum
         tcp.chksum = 0 if given is None else given
         segment = bytearray(bytes(tcp))
         tcp.chksum = given
         if given is None:
-            pseudo = self._ip_addrs + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(segment))
+            pseudo = addrs + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(segment))
             segment[16:18] = struct.pack("!H", checksum(pseudo + bytes(segment)))
         self._ip_id = (self._ip_id + 1) & 0xFFFF
         ip = bytearray(struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(segment), self._ip_id, 0x4000, 64,
-                                   socket.IPPROTO_TCP, 0) + self._ip_addrs)
+                                   socket.IPPROTO_TCP, 0) + addrs)
         ip[10:12] = struct.pack("!H", checksum(bytes(ip)))
         return self._eth + bytes(ip) + bytes(segment)
 
@@ -345,14 +350,18 @@ class Connection:
                 return tcp
             seen.append(tcp)
 
-    def expect_next(self, *specs, within: float | None = None, why: str = "") -> TCP:
+    def expect_next(self, *specs, within: float | None = None, why: str = "", skip=None) -> TCP:
         """The target's very next segment must match one of `specs`: nothing may come before it
-        (so "the target stays silent until..." needs no silence window)."""
+        (so "the target stays silent until..." needs no silence window). `skip(tcp)` names
+        segments that are no answer at all (a retransmission on the target's own timer)."""
         __tracebackhide__ = True
         wanted = alternatives(*specs)
         within = self.peer.timing.reply if within is None else within
         outstanding = self.outstanding()
+        deadline = time.monotonic() + within
         tcp = self.next_segment(within)
+        while tcp is not None and skip is not None and skip(tcp):
+            tcp = self.next_segment(max(0.0, deadline - time.monotonic()))
         ok = tcp is not None and wanted.match(tcp, self.ack_sent)
         self._checked(wanted, tcp if ok else None, outstanding)
         if not ok:

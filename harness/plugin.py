@@ -240,7 +240,7 @@ def lab(synfin_session, synfin_target, request):
     peer, target = synfin_session.new_case()
     rid, level = _requirement(request.node.get_closest_marker("requirement"))
     steps = StepLog(request.node.originalname, rid, level,
-                    request.config._synfin_expected[synfin_target].get(case_id(request.node)))
+                    expectations.for_case(request.config._synfin_expected[synfin_target], case_id(request.node)))
     case = CaseLab(synfin_session, peer, target, steps)
     request.node._synfin_lab = case
     yield case
@@ -271,7 +271,7 @@ def pytest_runtest_makereport(item, call):
     if report.when != "call":
         return report
     case = getattr(item, "_synfin_lab", None)
-    deviations = item.config._synfin_expected[name].get(case_id(item))
+    deviations = expectations.for_case(item.config._synfin_expected[name], case_id(item))
     # A case without the lab fixture has no steps of its own: only its body can be judged.
     steps = case.steps if case is not None else StepLog(item.originalname, rid, level, deviations)
     exc = call.excinfo.value if call.excinfo is not None else None

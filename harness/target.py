@@ -76,8 +76,9 @@ class Target:
         return reply
 
     # -- sockets --------------------------------------------------------------------------
-    def listen(self, port: int, backlog: int = 16, **opts) -> int:
-        sock = self.call("listen", addr=self.ip, port=port, backlog=backlog, **opts)["sock"]
+    def listen(self, port: int, backlog: int = 16, addr: str | None = None, **opts) -> int:
+        """`addr`: the local address to listen on (default the target's own; "0.0.0.0": any)."""
+        sock = self.call("listen", addr=addr or self.ip, port=port, backlog=backlog, **opts)["sock"]
         self._open.add(sock)
         return sock
 

@@ -1,7 +1,7 @@
 """Recorded deviations: strict by default, any-of texts, and chance-dependent ones."""
 import pytest
 
-from harness.expectations import Deviation, apply, load
+from harness.expectations import Deviation, apply, for_case, load
 
 MSG = "expected RST seq=0; received RST,ACK seq=0 ack=1 win=0 len=0\nmore lines"
 
@@ -66,3 +66,18 @@ def test_load_keys_deviations_by_their_step(tmp_path):
 @pytest.mark.parametrize("target", ["linux", "lwip", "smoltcp", "pytcp"])
 def test_shipped_expectation_files_load(target):
     load(target)
+
+
+def test_a_pattern_names_many_cases_and_a_case_s_own_entry_wins(tmp_path):
+    (tmp_path / "lwip.toml").write_text(
+        '[[deviation]]\ncase = "cases/m.py::test_cell[SYN-SENT-*]"\nobserved = "RST,ACK"\nrfc = "x"\nwhy = "all"\n\n'
+        '[[deviation]]\ncase = "cases/m.py::test_cell[SYN-SENT-RST]"\nobserved = "own"\nrfc = "x"\nwhy = "one"\n\n'
+        '[[deviation]]\ncase = "cases/m.py::test_cell[*]"\nstep = "answered from CLOSED"\nobserved = "ACK"\n'
+        'rfc = "x"\nwhy = "step"\n')
+    table = load("lwip", str(tmp_path))
+    found = for_case(table, "cases/m.py::test_cell[SYN-SENT-ACK-ack_old]")
+    assert found[None].why == "all" and found["answered from CLOSED"].why == "step"
+    assert for_case(table, "cases/m.py::test_cell[SYN-SENT-RST]")[None].why == "one"
+    # `[` and `]` are plain characters, not a glob's character class.
+    assert None not in for_case(table, "cases/m.py::test_cell[ESTABLISHED-RST-inside]")
+    assert for_case(table, "cases/other.py::test_x") is None

@@ -1,0 +1,63 @@
+"""The matrix's table (harness/oracle.py): every row can be read against the catalogue and the RFC."""
+import os
+import re
+
+import pytest
+
+from harness import oracle
+from harness.requirements import lookup, rows
+
+SEG = {"SEG.SEQ": 1000, "SEG.ACK": 2000, "SEG.LEN": 10, "SND.UNA": 2000, "SND.NXT": 2001, "RCV.NXT": 1000,
+       "RCV.WND": 65535, "ISS": 1999}
+
+
+@pytest.mark.parametrize("row", oracle.TABLE, ids=lambda r: r.id)
+def test_row_names_a_catalogue_row_that_cites_its_requirement_and_a_step_of_3_10_7(row):
+    catalogue_row = row.catalogue_row or lookup(row.requirement).row
+    assert row.requirement in rows()[catalogue_row].ids, f"{row.id}: {catalogue_row} does not cite {row.requirement}"
+    assert re.match(r"§3\.10\.7\.[1-4] (first|second|third|fourth|fifth|sixth|seventh|eighth)$", row.step), row.step
+    assert row.rfc.startswith("§3.10.7") and '"' in row.rfc, f"{row.id}: the sentence it checks is not quoted"
+    assert row.answers and len({a.name for a in row.answers}) == len(row.answers), "answers need distinct names"
+    for reply in row.answers:
+        for expr in (reply.seq, reply.ack, reply.follow):
+            if expr is not None:
+                oracle.value(expr, SEG)  # an unknown term is a KeyError
+    oracle.value(row.seg_ack, SEG)
+    oracle.value(row.follow_at, SEG)
+
+
+def test_ids_are_unique_and_readable():
+    ids = [row.id for row in oracle.TABLE]
+    assert len(ids) == len(set(ids))
+    assert "ESTABLISHED-RST-inside" in ids and "SYN-SENT-ACK-ack_unsent" in ids
+    assert all(re.fullmatch(r"[A-Za-z0-9+_-]+", i) for i in ids)
+
+
+def test_value_reads_rfc_expressions():
+    assert oracle.value("SEG.SEQ+SEG.LEN", SEG) == 1010
+    assert oracle.value("RCV.NXT-1", SEG) == 999
+    assert oracle.value("SND.UNA-1", {"SND.UNA": 0}) == (1 << 32) - 1  # modulo 2**32
+    with pytest.raises(KeyError):
+        oracle.value("SND.WND", SEG)
+
+
+def _rfc_text(number: int) -> str:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "rfc",
+                        f"rfc{number}.txt")
+    with open(path, encoding="utf-8") as f:
+        text = " ".join(f.read().split())
+    return re.sub(r"(\w)- (\w)", r"\1-\2", text)  # a word hyphenated across a line break
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "rfc")),
+                    reason="the RFC texts are not next to the project")
+def test_every_quoted_sentence_is_in_the_rfc_it_cites():
+    texts = {n: _rfc_text(n) for n in (9293, 5961, 1337)}
+    missing = []
+    for row in oracle.TABLE:
+        for quote in re.findall(r'"([^"]+)"', row.rfc):
+            for piece in (p.strip(" .,") for p in quote.split("...")):
+                plain = " ".join(piece.replace("'", '"').split())
+                if len(plain) > 12 and not any(plain in t.replace("'", '"') for t in texts.values()):
+                    missing.append(f"{row.id}: {piece}")
+    assert not missing, "\n".join(sorted(set(missing)))
