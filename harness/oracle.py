@@ -69,6 +69,7 @@ class Row:
     catalogue_row: str | None = None  # when the requirement id is cited by several catalogue rows
     ack_kind: str | None = None       # the probe's ACK: None (nothing new), "old", "unsent", "acceptable"
     follow_at: str = "RCV.NXT"        # where the follow-up goes, when it is sent before the answer
+    settings: tuple = ()              # the target's sysctls that decide which answer it gives
 
     @property
     def id(self) -> str:
@@ -239,8 +240,10 @@ def _rst_rows(state: str) -> list[Row]:
         ("RST", "outside-right", (SILENCE,), state, rule1, "C3"),
         ("RST+ACK", "left-edge", exact, "CLOSED", rule2, "C1"),
     ]
-    return [Row(state, cls, pos, "§3.10.7.4 second", "RFC5961-3.2", "MUST", answers, after, rfc, crow)
-            for cls, pos, answers, after, rfc, crow in rows]
+    # Linux applies RFC 1337's F1 to a RST at RCV.NXT only with net.ipv4.tcp_rfc1337 = 1.
+    settings = ("net.ipv4.tcp_rfc1337",) if state == "TIME-WAIT" else ()
+    return [Row(state, cls, pos, "§3.10.7.4 second", "RFC5961-3.2", "MUST", answers, after, rfc, crow,
+                settings=settings if pos == "left-edge" else ()) for cls, pos, answers, after, rfc, crow in rows]
 
 
 def _syn_rows(state: str) -> list[Row]:
@@ -264,7 +267,7 @@ def _ack_rows(state: str) -> list[Row]:
     unacceptable = ('§3.10.7.4 first: "If an incoming segment is not acceptable, an acknowledgment should be '
                     'sent in reply (unless the RST bit is set, if so drop the segment and return): '
                     '<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>"')
-    duplicate = ('§3.10.7.4 fifth: "If the ACK is a duplicate (SEG.ACK < SND.UNA), it can be ignored"; an ACK '
+    duplicate = ('§3.10.7.4 fifth: "If the ACK is a duplicate (SEG.ACK =< SND.UNA), it can be ignored"; an ACK '
                  'of nothing new asks for no answer')
     unsent = ('§3.10.7.4 fifth: "If the ACK acks something not yet sent (SEG.ACK > SND.NXT), then send an ACK, '
               'drop the segment, and return."')
@@ -276,7 +279,8 @@ def _ack_rows(state: str) -> list[Row]:
     unsent_answers = (_ACK, SILENCE) if state in ("LAST-ACK", "TIME-WAIT") else (_ACK,)
     row_b1 = "E3" if tw else "B1"
     rows = [
-        ("ACK", "left-edge", None, (SILENCE, _ACK) if tw else (SILENCE,), "fifth",
+        # "it can be ignored" lets a stack answer too (smoltcp ACKs a duplicate in LAST-ACK, deliberately)
+        ("ACK", "left-edge", None, (SILENCE, _ACK) if state in ("LAST-ACK", "TIME-WAIT") else (SILENCE,), "fifth",
          "R9293-3.10.7.4/first" if tw else "R9293-3.10.7.4/fifth", "E3" if tw else "B5", duplicate),
         ("ACK", "outside-left", None, answered, "first", "R9293-3.10.7.4/first", row_b1, unacceptable),
         ("ACK", "outside-right", None, answered, "first", "R9293-3.10.7.4/first", row_b1, unacceptable),
@@ -314,7 +318,7 @@ def _text_rows(state: str) -> list[Row]:
                     'in reply ... <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>"')
     unsent = ('§3.10.7.4 fifth: "If the ACK acks something not yet sent (SEG.ACK > SND.NXT), then send an ACK, '
               'drop the segment, and return."')
-    old_ack = ('§3.10.7.4 fifth: "If the ACK is a duplicate (SEG.ACK < SND.UNA), it can be ignored"; the text is '
+    old_ack = ('§3.10.7.4 fifth: "If the ACK is a duplicate (SEG.ACK =< SND.UNA), it can be ignored"; the text is '
                'processed (seventh); RFC 5961 §5.2 (MAY-12) may discard it with an ACK instead')
     fin = (f'§3.10.7.4 eighth: "If the FIN bit is set, signal the user \'connection closing\' ... advance RCV.NXT '
            f'over the FIN, and send an acknowledgment for the FIN"; {state} → {_NEXT_ON_FIN[state]}')

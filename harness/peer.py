@@ -353,14 +353,16 @@ class Connection:
     def expect_next(self, *specs, within: float | None = None, why: str = "", skip=None) -> TCP:
         """The target's very next segment must match one of `specs`: nothing may come before it
         (so "the target stays silent until..." needs no silence window). `skip(tcp)` names
-        segments that are no answer at all (a retransmission on the target's own timer)."""
+        segments that are no answer at all (a retransmission on the target's own timer) unless
+        they match."""
         __tracebackhide__ = True
         wanted = alternatives(*specs)
         within = self.peer.timing.reply if within is None else within
         outstanding = self.outstanding()
         deadline = time.monotonic() + within
         tcp = self.next_segment(within)
-        while tcp is not None and skip is not None and skip(tcp):
+        # A retransmission that carries what is expected (an ACK riding on it) is an answer.
+        while tcp is not None and skip is not None and not wanted.match(tcp, self.ack_sent) and skip(tcp):
             tcp = self.next_segment(max(0.0, deadline - time.monotonic()))
         ok = tcp is not None and wanted.match(tcp, self.ack_sent)
         self._checked(wanted, tcp if ok else None, outstanding)

@@ -268,3 +268,12 @@ def test_timestamps_count_as_negotiated_only_if_both_syns_carry_them():
     conn.expect(Seg("SA"))
     conn.ack()
     assert conn.timestamps is False and "Timestamp" not in dict(wire.sent[-1].options)
+
+
+@pytest.mark.parametrize("src, dst", [("224.0.0.5", None), (None, "198.18.7.255"), ("255.255.255.255", "224.0.0.1")])
+def test_a_frame_may_carry_other_ip_addresses_still_to_the_targets_mac(src, dst):
+    addr = Addressing(7)
+    tcp = TCP(sport=1000, dport=2000, flags="S", seq=TOP, options=[("MSS", 1460)])
+    reference = Ether(src=addr.peer_mac, dst=addr.target_mac) / IP(
+        src=src or addr.peer_ip, dst=dst or addr.target_ip, id=1, flags="DF") / tcp
+    assert Framer(addr).frame(tcp, src=src, dst=dst) == bytes(reference)

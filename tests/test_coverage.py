@@ -58,7 +58,8 @@ def test_bad_input_exits_4_with_one_line(tmp_path, capsys):
     assert len(err) == 2 and "without row or why" in err[0] and "no such folder" in err[1]
 
 
-def test_the_shipped_cases_and_reasons_are_read_without_error(capsys):
-    # The catalogue is not fully covered yet: the run lists what is missing, and never crashes.
-    assert coverage.main(["--uncovered"]) in (0, 1)
-    assert "rows covered or explained" in capsys.readouterr().out
+def test_every_catalogue_row_is_covered_by_the_shipped_cases_or_explained(capsys):
+    status = coverage.main(["--uncovered"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.rstrip().endswith("; 0 uncovered")

@@ -37,7 +37,18 @@ MUST_CHANGE = {
                                         and not c["retransmission_may_carry_it"]),
     "rfc1337": lambda r: _read(r, "net.ipv4.tcp_rfc1337", unless="1"),
     # Negotiated timestamps: a segment after the SYNs carries the option (RFC 7323 §3.2).
-    "no-timestamps": lambda r: _checked(r, lambda got, c: got["timestamps"] and "S" not in got["flags"]),
+    # Or the case read tcp_timestamps as it found it (whether the target offers the option at all).
+    "no-timestamps": lambda r: (_checked(r, lambda got, c: got["timestamps"] and "S" not in got["flags"])
+                                or _read(r, "net.ipv4.tcp_timestamps", unless="0")),
+}
+
+
+# fault -> the cases it may change besides: a pure ACK a retransmission may carry instead can be
+# carried (same verdict) or not; which answer the case then records (its choice) may differ, and a
+# case that allows no such choice can fail.
+MAY_CHANGE = {
+    "drop-pure-ack": lambda r: _checked(r, lambda got, c: got["flags"] == "A" and got["len"] == 0
+                                        and c["retransmission_may_carry_it"]),
 }
 
 
@@ -47,13 +58,13 @@ def outcome(record) -> tuple:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Runs of the not-slow cases on linux, one per fault (None: unbroken), made once per module."""
+    """Runs of the not-slow cases on linux (two workers), one per fault (None: unbroken), made once per module."""
     made, runs_made = {}, {}
 
     def run(fault=None):
         if fault not in made:
             results = tmp_path_factory.mktemp(fault or "unbroken")
-            proc, got = run_suite(results, "-m", "not slow", fault=fault)
+            proc, got = run_suite(results, "-m", "not slow", "-n", "2", fault=fault)
             assert got, f"the run with {fault} wrote no results:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
             made[fault], runs_made[fault] = got, (proc, results)
         return made[fault]
@@ -72,18 +83,24 @@ def test_each_fault_changes_exactly_the_cases_that_check_what_it_breaks(runs, fa
     before, after = runs(None), runs(fault)
     assert set(after) == set(before), "cases went missing or appeared under the fault"
     should = {case for case, record in before.items() if MUST_CHANGE[fault](record)}
+    may = {case for case, record in before.items() if MAY_CHANGE.get(fault, lambda r: False)(record)} - should
     changed = {case for case in before if outcome(before[case]) != outcome(after[case])}
     killed = should & changed
-    print(f"\n{fault}: kill rate {len(killed)}/{len(should)}, collateral {len(changed - should)}")
+    print(f"\n{fault}: kill rate {len(killed)}/{len(should)}, collateral {len(changed - should - may)}, "
+          f"allowed to change {len(changed & may)}/{len(may)}")
     assert should, f"no case checks what {fault} breaks: the derivation is wrong"
 
     def show(cases):
         return "\n  ".join(f"{c}: {outcome(before[c])} -> {outcome(after[c])}" for c in sorted(cases))
 
     assert not should - changed, f"{fault} went unnoticed by:\n  {show(should - changed)}"
-    assert not changed - should, f"{fault} changed cases that do not check what it breaks:\n  {show(changed - should)}"
-    wrong = {c for c in should if after[c]["verdict"] in ("PASS", "ERROR")}
-    assert not wrong, f"under {fault} these ended PASS or ERROR:\n  {show(wrong)}"
+    assert not changed - should - may, \
+        f"{fault} changed cases that do not check what it breaks:\n  {show(changed - should - may)}"
+    # tcp_rfc1337 = 1 breaks nothing: it switches between two answers the RFCs allow (RFC 9293's reset,
+    # RFC 1337's F1), so a case that allows both stays PASS and records the other choice.
+    allowed = ("ERROR",) if fault == "rfc1337" else ("PASS", "ERROR")
+    wrong = {c for c in should if after[c]["verdict"] in allowed}
+    assert not wrong, f"under {fault} these ended {' or '.join(allowed)}:\n  {show(wrong)}"
 
 
 # -- what the issue's careful run saw go wrong, each shown by one fault ---------------------------

@@ -34,6 +34,8 @@ def test_cell(lab, row):
     row allows, and leaves the connection in the state the row says (the RFC sentence is recorded
     with the verdict)."""
     lab.note("checks", row.rfc)
+    for name in row.settings:
+        lab.setting(name)
     if row.state == "LISTEN":
         _listen_cell(lab, row)
     else:
@@ -118,7 +120,7 @@ class Cell:
             candidates, followed = self.in_order(replies, quiet), True
         else:
             first = self.next(*(s for _, s in replies), why=row.rfc)
-            answered = [r for r, s in replies if s.matches(first)]
+            answered = [r for r, s in replies if s.matches(first, self.conn.ack_sent)]
             state = self.after(answered[0])
             followed = state in IN_ORDER or state in ("CLOSED", "LISTEN")
             candidates = answered
@@ -136,15 +138,20 @@ class Cell:
         follow = self.follow_up(self.row.state)
         owed = [(r, self.owed(follow, r)) for r in quiet]
         first = self.next(*(s for _, s in replies), *(s for _, s in owed), why=self.row.rfc)
-        answered = [r for r, s in replies if s.matches(first)]
+        answered = [r for r, s in replies if s.matches(first, self.conn.ack_sent)]
         if answered:
-            return self.followed_by(follow, answered, f"after the {answered[0].name}")
-        return [r for r, s in owed if s.matches(first)]
+            why = f"after the {answered[0].name}"
+            if seq_diff(follow.seq, self.seg["RCV.NXT"]) > 0 and first.ack == self.seg["RCV.NXT"]:
+                # The follow-up lies beyond RCV.NXT: its own duplicate ACK looks like this answer.
+                why += (" (or, if that ACK was the follow-up's duplicate ACK, after no answer at all: the probe was "
+                        "dropped silently)")
+            return self.followed_by(follow, answered, why)
+        return [r for r, s in owed if s.matches(first, self.conn.ack_sent)]
 
     def followed_by(self, follow, answered: list, why: str) -> list:
         owed = [(r, self.owed(follow, r)) for r in answered]
         got = self.next(*dict.fromkeys(s for _, s in owed), why=f"{why}, the follow-up must be answered")
-        return [r for r, s in owed if s.matches(got)]
+        return [r for r, s in owed if s.matches(got, self.conn.ack_sent)]
 
     def next(self, *specs, why: str):
         """conn.expect_next, past the target's own retransmissions (its timer, not an answer)."""
@@ -156,7 +163,7 @@ class Cell:
         conn, row = self.conn, self.row
         if not quiet:
             first = self.next(*(s for _, s in replies), why=row.rfc)
-            return [r for r, s in replies if s.matches(first)]
+            return [r for r, s in replies if s.matches(first, self.conn.ack_sent)]
         window = self.lab.timing.silence
         self.lab.peer.wire.waited += window
         deadline = time.monotonic() + window
@@ -170,7 +177,7 @@ class Cell:
             raise AssertionError(f"expected no answer (silence for {window:.2f} s); received "
                                  f"{describe(first, conn.view, True)}\n{row.rfc}")
         conn.check(first, *(s for _, s in replies), why=row.rfc)
-        return [r for r, s in replies if s.matches_exactly(first)]
+        return [r for r, s in replies if s.matches(first, conn.ack_sent)]
 
     def retransmitted(self, tcp) -> bool:
         """The target's own SYN, SYN,ACK or FIN again, on its retransmission timer (Linux's RTO is
@@ -254,7 +261,7 @@ def _listen_cell(lab, row):
     else:
         got = conn.expect_next(*(s for _, s in replies), why=row.rfc)
         if len(row.answers) > 1:
-            lab.choice("answer", next(r.name for r, s in replies if s.matches(got)))
+            lab.choice("answer", next(r.name for r, s in replies if s.matches(got, conn.ack_sent)))
         if row.after == "LISTEN":
             _listener_answers(lab, port, why=f"{row.step}: after the answer the listener is as it was")
     if row.after == "SYN-RECEIVED":
