@@ -16,6 +16,7 @@ class CaseLab:
         self.timing = session.spec.timing
         self.notes: dict[str, object] = {}    # measurements
         self.choices: dict[str, object] = {}  # what the stack chose where the RFCs allow several answers
+        self.doc = ""  # the case's own description, when one function checks many sentences
         self.started = time.monotonic()
         self.waited_at_start = peer.wire.waited
         self.blocked_at_start = peer.wire.blocked
@@ -28,6 +29,11 @@ class CaseLab:
     def note(self, key: str, value) -> None:
         """Record a measurement (shown with the verdict and in the results)."""
         self.notes[key] = value
+
+    def describe(self, doc: str) -> None:
+        """Say what this instance of the case checks (its title, then the RFC sentence), where
+        the function's docstring speaks for many (the matrix's cells)."""
+        self.doc = doc
 
     def choice(self, key: str, value) -> None:
         """Record which of the answers the RFCs allow the stack gave: its fingerprint."""

@@ -77,6 +77,14 @@ class Row:
         return "-".join(p for p in parts if p)
 
     @property
+    def title(self) -> str:
+        """`RST at RCV.NXT+1 (inside) in ESTABLISHED: challenge ACK (RFC 5961) or reset (...)`."""
+        where = f" at {POSITIONS[self.position]} ({self.position})" if self.position else ""
+        ack = f" with ACK {self.seg_ack} ({self.ack_kind})" if self.ack_kind else ""
+        answers = " or ".join(a.name for a in self.answers)
+        return f"{self.cls}{where}{ack} in {self.state}: {answers}; then {self.after}"
+
+    @property
     def seg_ack(self) -> str:
         opening = self.state.startswith("SYN-")
         return (OPENING_ACKS if opening else ACKS)[self.ack_kind or ("acceptable" if opening else None)]

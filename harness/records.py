@@ -3,10 +3,14 @@ import inspect
 import os
 import time
 
-from .requirements import lookup
+from .requirements import lookup, rows
 
 
-def _text(rid: str) -> str:
+def _text(rid: str, row: str | None = None) -> str:
+    """The catalogue's text for `rid`: that of `row` when the case names the row it checks (an id
+    cited by several rows belongs to the first otherwise)."""
+    if row in rows() and rid in rows()[row].ids:
+        return rows()[row].text
     try:
         return lookup(rid).text
     except KeyError:
@@ -32,13 +36,18 @@ def build(item, case: str, target: str, verdict: str, rid: str, level: str, mess
           deciding, rerun: str, lab=None) -> dict:
     """`deciding`: the step whose requirement the verdict is charged to (None: the case's body)."""
     doc = inspect.cleandoc(getattr(item, "function", None).__doc__ or "") if hasattr(item, "function") else ""
+    if lab is not None and lab.doc:
+        doc = lab.doc
+    marker = item.get_closest_marker("requirement")
+    row = marker.kwargs.get("row") if marker is not None else None
     body = steps.body
     decided_by = deciding or body
     record = {
         "case": case, "nodeid": item.nodeid, "target": target, "area": _area(case),
         "title": doc.split("\n\n", 1)[0].replace("\n", " "), "doc": doc,
-        "requirement": rid, "level": level, "requirement_text": _text(rid),
-        "case_requirement": body.requirement, "case_level": body.level, "case_requirement_text": _text(body.requirement),
+        "requirement": rid, "level": level, "requirement_text": _text(rid, row if rid == body.requirement else None),
+        "case_requirement": body.requirement, "case_level": body.level,
+        "case_requirement_text": _text(body.requirement, row),
         "verdict": verdict, "step": deciding.name if deciding is not None else None, "message": message,
         "signature": decided_by.observed,
         "expectations": _expectations(steps),

@@ -23,7 +23,8 @@ from harness.agent import OpError
 from harness.markers import requirement
 from harness.segments import Seg, describe, seg_len, seq_add, seq_diff
 
-CELLS = [pytest.param(row, id=row.id, marks=requirement(row.requirement, row.level)) for row in oracle.TABLE]
+CELLS = [pytest.param(row, id=row.id, marks=requirement(row.requirement, row.level, row=row.catalogue_row))
+         for row in oracle.TABLE]
 NO_CONNECTION_ACK = 0x1234567  # in LISTEN no ACK value is acceptable
 IN_ORDER = ("SYN-SENT", "SYN-RECEIVED", "SYN-RECEIVED-active", "ESTABLISHED", "FIN-WAIT-1", "FIN-WAIT-2")
 
@@ -33,7 +34,7 @@ def test_cell(lab, row):
     """One cell of the matrix: the row's segment in the row's state gets one of the answers the
     row allows, and leaves the connection in the state the row says (the RFC sentence is recorded
     with the verdict)."""
-    lab.note("checks", row.rfc)
+    lab.describe(f"{row.title}\n\n{row.rfc}")
     for name in row.settings:
         lab.setting(name)
     if row.state == "LISTEN":

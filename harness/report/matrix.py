@@ -119,8 +119,9 @@ def build(doc: dict, slugs: dict[str, str], comparison=None) -> dict:
     for case, records in by_case(doc).items():
         area = next(iter(records.values()))["area"]
         req = requirement_of(records)
-        # Keyed by id and level: the same requirement can be checked as a MUST and recorded as INFO.
-        group = areas.setdefault(area, {}).setdefault((req["id"], req["level"]), {**req, "rows": []})
+        # Keyed by id, level and text: the same requirement can be checked as a MUST and recorded as
+        # INFO, and an id cited by several catalogue rows stands for each row's own sentence.
+        group = areas.setdefault(area, {}).setdefault((req["id"], req["level"], req["text"]), {**req, "rows": []})
         cells = [cell(records.get(t), t, f"cases/{slugs[case]}.html#{anchor(t)}", changes.get((case, t)))
                  for t in targets]
         present = [c for c in cells if c["verdict"]]
@@ -131,7 +132,7 @@ def build(doc: dict, slugs: dict[str, str], comparison=None) -> dict:
             "changed": any(c["change"] for c in cells)})
     out = []
     for area in sorted(areas, key=natural):
-        groups = sorted(areas[area].values(), key=lambda g: (natural(g["id"]), LEVELS.index(g["level"])))
+        groups = sorted(areas[area].values(), key=lambda g: (natural(g["id"]), LEVELS.index(g["level"]), g["text"]))
         for g in groups:
             g["rows"].sort(key=lambda row: natural(row["case"]))
             g["quiet"] = all(row["quiet"] for row in g["rows"])
