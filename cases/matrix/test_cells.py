@@ -69,7 +69,8 @@ class Cell:
         ack = oracle.value(row.seg_ack, seg) if "A" in flags else 0
         offset = seq_diff(seq, seg["RCV.NXT"])
         where = f" at {row.position} (RCV.NXT{offset:+d}, RCV.WND {seg['RCV.WND']})" if row.position else ""
-        self.lab.note("probe", f"{row.cls}{where}" + (f", ACK {row.ack_kind}" if row.ack_kind else ""))
+        kind = f", SEG.ACK = {row.seg_ack} ({row.ack_kind})" if row.ack_kind and "A" in flags else ""
+        self.lab.note("probe", f"{row.cls}{where}{kind}")
         before = conn.snd_nxt
         conn.send_segment(conn.segment(flags, seq=seq, ack=ack, data=b"x" * length))
         conn.snd_nxt = before  # what the probe did to the target's RCV.NXT is the cell's question
