@@ -4,6 +4,7 @@
 
 - agent round trip: one trivial call (hello) through the control channel;
 - send-and-wait: the peer sends a SYN and reads the SYN-ACK on its persistent socket;
+- conns: the state of one connection (as the cases ask it: both ports), and of a tuple with none;
 - target start: container (or namespace) + agent + lab, until the first call is answered.
 """
 import argparse
@@ -50,9 +51,20 @@ def main():
             conn.expect(Seg("SA"))
             sw.append(time.perf_counter() - t)
             conn.rst(seq=conn.snd_nxt)
+        conn = peer.connect(port)  # one connection held open, as a case asks about its own
+        one, none = [], []
+        for _ in range(args.n):
+            t = time.perf_counter()
+            target.conn_state(port, conn.sport)
+            one.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            target.conn_state(port, conn.sport + 1)
+            none.append(time.perf_counter() - t)
         print(f"target {args.target} on {session.runtime}: start (instance + agent + lab) {start * 1000:.0f} ms")
         print(f"agent round trip (hello), {args.n} calls: {figures(rtt)}")
         print(f"peer send-and-wait (SYN → SYN-ACK), {args.n} times: {figures(sw)}")
+        print(f"conns, one connection ({target.conn_state(port, conn.sport)}): {figures(one)}")
+        print(f"conns, a tuple without one: {figures(none)}")
     finally:
         session.close()
 

@@ -375,3 +375,23 @@ def test_context_digest_tracks_content(tmp_path):
     assert images.context_digest(copy, base) not in (first, changed)
     assert images.target_image_tag("linux", base) == f"synfin-linux:{first}"
     assert images.base_image_tag().startswith("synfin-base:bookworm-")
+
+
+def test_conns_of_one_4_tuple_is_looked_up_directly_and_agrees_with_the_listing(agent):
+    lsock, c, s = pair(agent, 5006)
+    cport = agent.call("conns", remote_port=5006)["conns"][0]["local"][1]
+
+    def exact(local_port, remote_port):
+        return agent.call("conns", local_port=local_port, remote_port=remote_port, local_addr=LO,
+                          remote_addr=LO)["conns"]
+
+    assert exact(5006, cport) == [{"local": [LO, 5006], "remote": [LO, cport], "state": "ESTABLISHED"}]
+    assert exact(5006, cport) == agent.call("conns", local_port=5006, remote_port=cport)["conns"]
+    assert exact(5006, cport + 1) == []  # no connection: an empty answer, not an error
+    agent.call("close", sock=c)
+    assert agent.call("recv", sock=s, timeout=2)["data"] == b""
+    agent.call("close", sock=s)
+    deadline = time.monotonic() + 2
+    while exact(cport, 5006) != [{"local": [LO, cport], "remote": [LO, 5006], "state": "TIME-WAIT"}]:
+        assert time.monotonic() < deadline, exact(cport, 5006)
+        time.sleep(0.01)
