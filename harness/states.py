@@ -117,12 +117,7 @@ def established(lab, **conn_kw) -> Reached:
 
 def fin_wait_1(lab) -> Reached:
     """ESTABLISHED, then the target's FIN (shutdown(SHUT_WR)), not acknowledged."""
-    reached = established(lab)
-    lab.target_fin(reached.conn, reached.sock, shutdown=True)
-    reached.state, reached.fin_unacked = "FIN-WAIT-1", True
-    with lab.step("in FIN-WAIT-1", "R9293-3.6", gate=True):
-        confirm(lab, reached)
-    return reached
+    return _target_fin(lab, established(lab), "FIN-WAIT-1")
 
 
 def fin_wait_2(lab) -> Reached:
@@ -149,10 +144,14 @@ def close_wait(lab) -> Reached:
 
 def last_ack(lab) -> Reached:
     """CLOSE-WAIT, then the target's FIN, not acknowledged."""
-    reached = close_wait(lab)
+    return _target_fin(lab, close_wait(lab), "LAST-ACK")
+
+
+def _target_fin(lab, reached: Reached, state: str) -> Reached:
+    """The target's FIN by shutdown(SHUT_WR), left unacknowledged: `state`."""
     lab.target_fin(reached.conn, reached.sock, shutdown=True)
-    reached.state, reached.fin_unacked = "LAST-ACK", True
-    with lab.step("in LAST-ACK", "R9293-3.6", gate=True):
+    reached.state, reached.fin_unacked = state, True
+    with lab.step(f"in {state}", "R9293-3.6", gate=True):
         confirm(lab, reached)
     return reached
 

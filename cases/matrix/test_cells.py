@@ -76,9 +76,9 @@ class Cell:
         conn.snd_nxt = before  # what the probe did to the target's RCV.NXT is the cell's question
         seg.update({"SEG.SEQ": seq, "SEG.ACK": ack, "SEG.LEN": length + ("S" in flags) + ("F" in flags)})
 
-    def follow_up(self, state: str, reply=None) -> tuple:
-        """Send the segment `state` must answer; return it and the answer it is owed for each
-        allowed reply to the probe (`reply` given: the probe's answer is known)."""
+    def follow_up(self, state: str, reply=None):
+        """Send, and return, the segment `state` must answer (`reply` given: the probe's answer is
+        known, and the follow-up goes where that answer leaves RCV.NXT)."""
         conn, seg = self.conn, self.seg
         if state == "SYN-SENT":  # the handshake's SYN,ACK: ESTABLISHED and its ACK
             tcp = conn.segment("SA", seq=conn.iss, ack=seq_add(conn.irs, 1))
@@ -112,7 +112,7 @@ class Cell:
 
     # -- the cell ---------------------------------------------------------------------------
     def run(self):
-        row, conn = self.row, self.conn
+        row = self.row
         self.probe()
         replies = [(r, _expected(r, self.seg)) for r in row.answers if r.flags is not None]
         quiet = [r for r in row.answers if r.flags is None]
@@ -122,7 +122,7 @@ class Cell:
             candidates, followed = self.in_order(replies, quiet), True
         else:
             first = self.next(*(s for _, s in replies), why=row.rfc)
-            answered = [r for r, s in replies if s.matches(first, self.conn.ack_sent)]
+            answered = self.fitting(replies, first)
             state = self.after(answered[0])
             followed = state in IN_ORDER or state in ("CLOSED", "LISTEN")
             candidates = answered
@@ -140,7 +140,7 @@ class Cell:
         follow = self.follow_up(self.row.state)
         owed = [(r, self.owed(follow, r)) for r in quiet]
         first = self.next(*(s for _, s in replies), *(s for _, s in owed), why=self.row.rfc)
-        answered = [r for r, s in replies if s.matches(first, self.conn.ack_sent)]
+        answered = self.fitting(replies, first)
         if answered:
             why = f"after the {answered[0].name}"
             if seq_diff(follow.seq, self.seg["RCV.NXT"]) > 0 and first.ack == self.seg["RCV.NXT"]:
@@ -148,12 +148,16 @@ class Cell:
                 why += (" (or, if that ACK was the follow-up's duplicate ACK, after no answer at all: the probe was "
                         "dropped silently)")
             return self.followed_by(follow, answered, why)
-        return [r for r, s in owed if s.matches(first, self.conn.ack_sent)]
+        return self.fitting(owed, first)
 
     def followed_by(self, follow, answered: list, why: str) -> list:
         owed = [(r, self.owed(follow, r)) for r in answered]
         got = self.next(*dict.fromkeys(s for _, s in owed), why=f"{why}, the follow-up must be answered")
-        return [r for r, s in owed if s.matches(got, self.conn.ack_sent)]
+        return self.fitting(owed, got)
+
+    def fitting(self, pairs, tcp) -> list:
+        """The replies whose expected segment `tcp` is (an ACK riding on a retransmission counts)."""
+        return [r for r, s in pairs if s.matches(tcp, self.conn.ack_sent)]
 
     def next(self, *specs, why: str):
         """conn.expect_next, past the target's own retransmissions (its timer, not an answer)."""
@@ -165,7 +169,7 @@ class Cell:
         conn, row = self.conn, self.row
         if not quiet:
             first = self.next(*(s for _, s in replies), why=row.rfc)
-            return [r for r, s in replies if s.matches(first, self.conn.ack_sent)]
+            return self.fitting(replies, first)
         window = self.lab.timing.silence
         self.lab.peer.wire.waited += window
         deadline = time.monotonic() + window
@@ -179,7 +183,7 @@ class Cell:
             raise AssertionError(f"expected no answer (silence for {window:.2f} s); received "
                                  f"{describe(first, conn.view, True)}\n{row.rfc}")
         conn.check(first, *(s for _, s in replies), why=row.rfc)
-        return [r for r, s in replies if s.matches(first, conn.ack_sent)]
+        return self.fitting(replies, first)
 
     def retransmitted(self, tcp) -> bool:
         """The target's own SYN, SYN,ACK or FIN again, on its retransmission timer (Linux's RTO is
