@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/primitives.py [--target=linux] [--runtime=auto] [-n 300]
 
+- target start: container (or namespace) + agent + lab + the stack check, from a built image,
+  until the first call is answered; the median of a few starts;
 - agent round trip: one trivial call (hello) through the control channel;
 - send-and-wait: the peer sends a SYN and reads the SYN-ACK on its persistent socket;
 - conns: the state of one connection (as the cases ask it: both ports), and of a tuple with none;
-- target start: container (or namespace) + agent + lab, until the first call is answered.
+- reset: what every case's teardown asks (close what the case left open).
 """
 import argparse
 import statistics
@@ -16,9 +18,56 @@ from harness.segments import Seg
 from harness.session import Session
 
 
-def figures(samples):
+def figures(samples) -> str:
     ms = sorted(s * 1000 for s in samples)
     return f"median {statistics.median(ms):.3f} ms  p90 {ms[int(0.9 * (len(ms) - 1))]:.3f} ms"
+
+
+def measure(target_name: str, runtime: str = "auto", n: int = 300, starts: int = 5) -> dict:
+    """Samples in seconds, by primitive (and `runtime`, where the target ran)."""
+    REGISTRY.install()
+    session = Session(target_name, runtime)
+    out = {"runtime": session.runtime, "start": [], "hello": [], "send_and_wait": [], "conns_one": [],
+           "conns_none": [], "reset": []}
+    try:
+        session.ensure()  # builds the image if needed: not part of the start figure
+        for _ in range(starts):
+            session.close()
+            t0 = time.perf_counter()
+            session.ensure()
+            out["start"].append(time.perf_counter() - t0)
+        peer, target = session.new_case()
+        for _ in range(n):
+            t = time.perf_counter()
+            target.call("hello")
+            out["hello"].append(time.perf_counter() - t)
+        port = session.target_ports.next()
+        listener = target.listen(port, backlog=128)
+        for _ in range(n):
+            conn = peer.connection(port)
+            t = time.perf_counter()
+            conn.syn()
+            conn.expect(Seg("SA"))
+            out["send_and_wait"].append(time.perf_counter() - t)
+            conn.rst(seq=conn.snd_nxt)
+        conn = peer.connect(port)  # one connection held open, as a case asks about its own
+        for _ in range(n):
+            t = time.perf_counter()
+            target.conn_state(port, conn.sport)
+            out["conns_one"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            target.conn_state(port, conn.sport + 1)
+            out["conns_none"].append(time.perf_counter() - t)
+        out["state"] = target.conn_state(port, conn.sport)
+        target.close(listener)
+        for _ in range(min(n, 100)):
+            target.listen(session.target_ports.next())  # a case that left a listener open
+            t = time.perf_counter()
+            target.reset()
+            out["reset"].append(time.perf_counter() - t)
+    finally:
+        session.close()
+    return out
 
 
 def main():
@@ -27,46 +76,14 @@ def main():
     ap.add_argument("--runtime", default="auto")
     ap.add_argument("-n", type=int, default=300)
     args = ap.parse_args()
-    REGISTRY.install()
-    session = Session(args.target, args.runtime)
-    try:
-        session.ensure()  # builds the image if needed: not part of the start figure below
-        session.close()
-        t0 = time.monotonic()
-        session.ensure()
-        start = time.monotonic() - t0
-        peer, target = session.new_case()
-        rtt = []
-        for _ in range(args.n):
-            t = time.perf_counter()
-            target.call("hello")
-            rtt.append(time.perf_counter() - t)
-        port = session.target_ports.next()
-        target.listen(port, backlog=128)
-        sw = []
-        for _ in range(args.n):
-            conn = peer.connection(port)
-            t = time.perf_counter()
-            conn.syn()
-            conn.expect(Seg("SA"))
-            sw.append(time.perf_counter() - t)
-            conn.rst(seq=conn.snd_nxt)
-        conn = peer.connect(port)  # one connection held open, as a case asks about its own
-        one, none = [], []
-        for _ in range(args.n):
-            t = time.perf_counter()
-            target.conn_state(port, conn.sport)
-            one.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            target.conn_state(port, conn.sport + 1)
-            none.append(time.perf_counter() - t)
-        print(f"target {args.target} on {session.runtime}: start (instance + agent + lab) {start * 1000:.0f} ms")
-        print(f"agent round trip (hello), {args.n} calls: {figures(rtt)}")
-        print(f"peer send-and-wait (SYN → SYN-ACK), {args.n} times: {figures(sw)}")
-        print(f"conns, one connection ({target.conn_state(port, conn.sport)}): {figures(one)}")
-        print(f"conns, a tuple without one: {figures(none)}")
-    finally:
-        session.close()
+    m = measure(args.target, args.runtime, args.n)
+    print(f"target {args.target} on {m['runtime']}: start (instance + agent + lab + stack check), "
+          f"{len(m['start'])} starts: {figures(m['start'])}")
+    print(f"agent round trip (hello), {args.n} calls: {figures(m['hello'])}")
+    print(f"peer send-and-wait (SYN → SYN-ACK), {args.n} times: {figures(m['send_and_wait'])}")
+    print(f"conns, one connection ({m['state']}): {figures(m['conns_one'])}")
+    print(f"conns, a tuple without one: {figures(m['conns_none'])}")
+    print(f"reset (a case's teardown, one listener left open): {figures(m['reset'])}")
 
 
 if __name__ == "__main__":

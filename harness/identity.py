@@ -10,22 +10,49 @@ from . import netns
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def synfin() -> dict:
-    try:
-        version = metadata.version("synfin")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"version": version, "commit": commit, "dirty": None if status is None else bool(status)}
+    return SynfinIdentity().result()
+
+
+class SynfinIdentity:
+    """synfin's version, commit and whether the tree differs from it, as at the run's start: the
+    two git processes run while the cases do, so the run's end does not wait for them."""
+
+    def __init__(self):
+        self._git = {}
+        for key, args in (("commit", ("rev-parse", "HEAD")),
+                          ("status", ("status", "--porcelain", "--untracked-files=no"))):
+            try:
+                self._git[key] = subprocess.Popen(["git", "-C", ROOT, *args], stdout=subprocess.PIPE,
+                                                  stderr=subprocess.DEVNULL, text=True)
+            except OSError:
+                self._git[key] = None
+        self._result = None
+
+    def _read(self, key: str) -> str | None:
+        proc = self._git[key]
+        if proc is None:
+            return None
+        try:
+            out, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return None
+        return out.strip() if proc.returncode == 0 else None
+
+    def result(self) -> dict:
+        if self._result is None:
+            try:
+                version = metadata.version("synfin")
+            except metadata.PackageNotFoundError:
+                version = "unknown"
+            commit, status = self._read("commit"), self._read("status")
+            if not commit:
+                status = None
+            self._result = {"version": version, "commit": commit or None,
+                            "dirty": None if status is None else bool(status)}
+        return self._result
 
 
 def target(spec, runtime: str | None, hello: dict | None, instance=None, expectations: str | None = None,

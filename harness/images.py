@@ -166,6 +166,14 @@ def target_image_tag(name: str, base_id: str) -> str:
     return f"synfin-{name}:{context_digest(DOCKER_DIR / name, base_id)}"
 
 
+def target_image_built(client, name: str) -> bool:
+    """Whether docker/<name>/'s current image exists (so starting it builds nothing)."""
+    base = base_image_tag()
+    if not (DOCKER_DIR / name / "Dockerfile").is_file() or not _exists(client, base):
+        return False
+    return _exists(client, target_image_tag(name, client.images.get(base).id))
+
+
 def ensure_target_image(client, name: str, log: Log) -> str:
     """The image for docker/<name>/, built only when its content or base changed."""
     context = DOCKER_DIR / name

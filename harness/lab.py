@@ -15,15 +15,16 @@ checksums and real segment sizes.
 import ipaddress
 import os
 import shutil
+import time
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute, NetNS, netns as pr_netns
+from pyroute2 import IPRoute, netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.ethtool import Ethtool
 
 from . import netns
 from .cleanup import REGISTRY, RUN_ROOT, owner_alive, owner_of, owner_prefix
-from .errors import LabError
+from .errors import LabError, TargetError
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 BLOCKS = LAB_NET.num_addresses // 256
@@ -90,7 +91,8 @@ def _disable_offloads(ifname: str) -> None:
 
 
 class Lab:
-    """One isolated link. `build()` makes the peer side; `plug_target()` the target side."""
+    """One isolated link. `build()` makes the peer's namespace (while the target starts);
+    `plug_target()` the link into the target's namespace and its addressing."""
 
     def __init__(self, index: int, block: int):
         self.index = index
@@ -98,7 +100,6 @@ class Lab:
         prefix = owner_prefix()
         self.peer_ns = f"{prefix}-p{index}"
         self.peer_if = f"{prefix}p{index}"
-        self._target_host_if = f"{prefix}t{index}"
         self._undo = None
 
     # -- peer side ------------------------------------------------------------------------
@@ -106,55 +107,57 @@ class Lab:
         self._undo = REGISTRY.add(f"lab {self.peer_ns}", self.destroy)
         try:
             pr_netns.create(self.peer_ns)
-            with IPRoute() as ip:
-                ip.link("add", ifname=self.peer_if, kind="veth", peer=self._target_host_if)
-                for name in (self.peer_if, self._target_host_if):
-                    _disable_offloads(name)
-                ip.link("set", index=ip.link_lookup(ifname=self.peer_if)[0], net_ns_fd=self.peer_ns)
             # A namespace made while Docker runs may inherit ip_forward=1: the peer's kernel must
             # neither forward nor speak IPv6 on the lab link.
-            for name, value in (("net.ipv4.ip_forward", 0), ("net.ipv6.conf.all.disable_ipv6", 1),
-                                ("net.ipv6.conf.default.disable_ipv6", 1)):
-                netns.sysctl(self.peer_ns, name, value)
-            with NetNS(netns.netns_path(self.peer_ns)) as ns:
-                idx = ns.link_lookup(ifname=self.peer_if)[0]
-                ns.link("set", index=idx, address=self.addr.peer_mac, state="up")
+            netns.run_in(self.peer_netns_path(), _sysctls, (
+                ("net.ipv4.ip_forward", 0), ("net.ipv6.conf.all.disable_ipv6", 1),
+                ("net.ipv6.conf.default.disable_ipv6", 1)))
         except Exception as exc:
             self.destroy()
             raise LabError(f"could not build lab {self.peer_ns}: {exc}") from exc
         return self
 
-    # -- target side ----------------------------------------------------------------------
+    # -- the link and the target side -----------------------------------------------------
     def plug_target(self, target_netns: str, kernel: bool = True) -> None:
-        """Move the target end into `target_netns` (a path or a name); address it for a kernel
-        stack, or bridge it to a TAP for a user-space stack."""
+        """Make the link with its far end in `target_netns` (a path or a name); address that end
+        for a kernel stack, or bridge it to a TAP for a user-space stack.
+
+        Each end is made where it lives and set up from a thread inside that namespace: moving
+        a link between namespaces, or pyroute2's NetNS (a forked helper), costs 10-30 ms each."""
         path = netns.netns_path(target_netns)
         try:
-            for name, value in (("net.ipv6.conf.all.disable_ipv6", 1),
-                                ("net.ipv6.conf.default.disable_ipv6", 1)):
-                netns.sysctl(path, name, value)
+            # Before the link exists there: its end must never come up with IPv6.
+            netns.run_in(path, _sysctls, (("net.ipv6.conf.all.disable_ipv6", 1),
+                                          ("net.ipv6.conf.default.disable_ipv6", 1)))
             fd = os.open(path, os.O_RDONLY)
             try:
-                with IPRoute() as ip:
-                    idx = ip.link_lookup(ifname=self._target_host_if)[0]
-                    ip.link("set", index=idx, net_ns_fd=fd)
+                netns.run_in(self.peer_netns_path(), self._make_link, fd)
             finally:
                 os.close(fd)
-            with NetNS(path) as ns:
-                idx = ns.link_lookup(ifname=self._target_host_if)[0]
-                lo = ns.link_lookup(ifname="lo")
-                if lo:
-                    ns.link("set", index=lo[0], state="up")
-                if kernel:
-                    self._address_kernel(ns, idx)
-                else:
-                    self._bridge_to_tap(ns, idx)
+            netns.run_in(path, self._set_up_target, kernel)
         except Exception as exc:
             raise LabError(f"could not plug the target end of {self.peer_ns} into {target_netns}: {exc}") from exc
 
+    def _make_link(self, target_fd: int) -> None:
+        with IPRoute() as ip:
+            ip.link("add", ifname=self.peer_if, kind="veth", peer={"ifname": TARGET_IFNAME, "net_ns_fd": target_fd})
+            _disable_offloads(self.peer_if)
+            ip.link("set", index=ip.link_lookup(ifname=self.peer_if)[0], address=self.addr.peer_mac, state="up")
+
+    def _set_up_target(self, kernel: bool) -> None:
+        _disable_offloads(TARGET_IFNAME)
+        with IPRoute() as ns:
+            idx = ns.link_lookup(ifname=TARGET_IFNAME)[0]
+            lo = ns.link_lookup(ifname="lo")
+            if lo:
+                ns.link("set", index=lo[0], state="up")
+            if kernel:
+                self._address_kernel(ns, idx)
+            else:
+                self._bridge_to_tap(ns, idx)
+
     def _address_kernel(self, ns, idx: int) -> None:
-        ns.link("set", index=idx, ifname=TARGET_IFNAME, address=self.addr.target_mac)
-        ns.link("set", index=idx, state="up")
+        ns.link("set", index=idx, address=self.addr.target_mac, state="up")
         ns.addr("add", index=idx, address=self.addr.target_ip, prefixlen=24)
         # The target never has to ARP for the peer: its answers go out at once.
         ns.neigh("add", dst=self.addr.peer_ip, lladdr=self.addr.peer_mac, ifindex=idx, state=NUD_PERMANENT)
@@ -162,7 +165,7 @@ class Lab:
     def _bridge_to_tap(self, ns, idx: int) -> None:
         # A persistent TAP owned by uid 0: the stack's agent (root, without CAP_NET_ADMIN) may
         # attach to it but cannot reconfigure the namespace.
-        ns.link("set", index=idx, ifname=TARGET_IFNAME, address=self.addr.spare_mac(3))
+        ns.link("set", index=idx, address=self.addr.spare_mac(3))
         ns.link("add", ifname=TAP_IFNAME, kind="tuntap", mode="tap", uid=0)
         tap = ns.link_lookup(ifname=TAP_IFNAME)[0]
         ns.link("set", index=tap, address=self.addr.spare_mac(4))
@@ -179,23 +182,55 @@ class Lab:
             raise LabError(f"the target namespace's own kernel holds {leaked}: it would answer in "
                            "the user-space stack's name")
 
+    def carrier_up(self, target_netns: str, kernel: bool = True, within: float = 2.0) -> None:
+        """Wait until every link of the lab carries frames: both ends of the veth and, for a
+        user-space stack, its TAP (up once the stack has attached) with the bridge forwarding.
+
+        The kernel applies a carrier change (and a bridge enables its port) from its linkwatch
+        queue, which runs at most once a second: a first segment sent before then is lost.
+        Asking for a link by index (rtnl_getlink, linkwatch_sync_dev) applies it at once."""
+        where = [(self.peer_netns_path(), self.peer_if)]
+        where += [(netns.netns_path(target_netns), name) for name in ((TARGET_IFNAME,) if kernel else (TARGET_IFNAME, TAP_IFNAME))]
+        deadline = time.monotonic() + within
+        for path, name in where:
+            while True:
+                state = netns.run_in(path, _link_state, name)
+                if state == (1, "UP"):
+                    break
+                if time.monotonic() >= deadline:
+                    if name == TAP_IFNAME:  # its carrier is the stack's: it opens the TAP
+                        raise TargetError(f"the stack did not attach to its TAP {TAP_IFNAME}: no carrier "
+                                          f"{within:g} s after hello (operstate {state[1]})")
+                    raise LabError(f"link {name} of lab {self.peer_ns} has no carrier after {within:g} s "
+                                   f"(carrier {state[0]}, operstate {state[1]})")
+                time.sleep(0.001)
+
     def peer_netns_path(self) -> str:
         return netns.netns_path(self.peer_ns)
 
     # -- teardown -------------------------------------------------------------------------
     def destroy(self) -> None:
-        """Remove the peer namespace (which takes the veth pair with it) and any stray end."""
+        """Remove the peer namespace, which takes the link (both ends) with it."""
         if self.peer_ns in pr_netns.listnetns():
             pr_netns.remove(self.peer_ns)
-        with IPRoute() as ip:
-            for name in (self.peer_if, self._target_host_if):
-                for idx in ip.link_lookup(ifname=name):
-                    ip.link("del", index=idx)
 
     def close(self) -> None:
         if self._undo is not None:
             REGISTRY.run(self._undo)
             self._undo = None
+
+
+def _link_state(name: str) -> tuple[int, str]:
+    with IPRoute() as ip:
+        link = ip.link("get", index=ip.link_lookup(ifname=name)[0])[0]
+    return link.get_attr("IFLA_CARRIER"), link.get_attr("IFLA_OPERSTATE")
+
+
+def _sysctls(settings) -> None:
+    """Write sysctls as the calling thread's namespace sees them (inside netns.run_in)."""
+    for name, value in settings:
+        with open(netns.sysctl_path(name), "w") as f:
+            f.write(str(value))
 
 
 def create_netns(name: str) -> tuple[str, int]:

@@ -46,7 +46,7 @@ def run_in(path: str, fn, *args, **kwargs):
     return out.get("result")
 
 
-def _sysctl_file(name: str) -> str:
+def sysctl_path(name: str) -> str:
     return "/proc/sys/" + name.replace(".", "/")
 
 
@@ -55,9 +55,9 @@ def sysctl(path: str, name: str, value=None) -> str:
 
     def body():
         if value is not None:
-            with open(_sysctl_file(name), "w") as f:
+            with open(sysctl_path(name), "w") as f:
                 f.write(str(value))
-        with open(_sysctl_file(name)) as f:
+        with open(sysctl_path(name)) as f:
             return f.read().strip()
 
     return run_in(path, body)

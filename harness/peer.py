@@ -13,16 +13,16 @@ import struct
 import time
 from dataclasses import dataclass
 
-from scapy.config import conf
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 from scapy.utils import checksum
 
-from . import netns
+from . import rawsock
 from .errors import LabError
 from .segments import Alternatives, Seg, SeqView, alternatives, describe, seg_len, seq_add, seq_diff
 
 MOD = 1 << 32
+MTU = 65535
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,7 @@ class Wire:
         self.addr = lab.addr
         target = lab.addr.target_ip
         try:
-            self.sock = netns.run_in(
-                lab.peer_netns_path(),
-                lambda: conf.L2socket(iface=lab.peer_if, filter=f"(tcp or arp) and src host {target}"),
-            )
+            self.sock = rawsock.open_in(lab.peer_netns_path(), lab.peer_if, f"(tcp or arp) and src host {target}")
         except Exception as exc:
             raise LabError(f"could not open the peer socket on {lab.peer_if}: {exc}") from exc
         self.frame = Framer(self.addr).frame
@@ -120,7 +117,7 @@ class Wire:
         self.blocked += time.monotonic() - start
         if not ready:
             return False
-        _, data, _ = self.sock.recv_raw()
+        data = self.sock.recv(MTU)
         if not data:
             return True
         now = time.monotonic()

@@ -8,10 +8,10 @@ INFO (a MAY or a choice the RFC leaves open: what the stack chose is recorded); 
 deviation recorded in expectations/<target>.toml, seen as recorded); UNSUPPORTED (the target cannot
 express the case); ERROR (the harness or the target broke: never a deviation).
 """
+import gc
 import os
 import shlex
 import tempfile
-import time
 
 import pytest
 
@@ -23,7 +23,7 @@ from .requirements import LEVELS, lookup
 from .results import STATUS, Results
 from .steps import StepLog
 from .runtime import docker_client
-from .session import Session, notice, worker_index
+from .session import Background, Session, notice, worker_index
 
 
 def pytest_addoption(parser):
@@ -77,6 +77,19 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--report-dir: {exc}") from None
     config.pluginmanager.register(Results(config), "synfin-results")
     REGISTRY.install()
+    # The modules' objects (scapy's layers above all) live as long as the run: the collector
+    # need not walk them again in every full collection.
+    gc.freeze()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    sessions = getattr(config, "_synfin_sessions", None)
+    if sessions is not None:  # targets started ahead for cases that were then deselected
+        sessions.close()
+    # pytest's cleanup collects garbage several times and the interpreter once more at exit:
+    # walking everything the run made costs about 0.1 s of a run's end, and it is all freed anyway.
+    gc.freeze()
 
 
 def _unwritable(path: str) -> str | None:
@@ -159,6 +172,13 @@ def pytest_sessionstart(session):
             notice(f"no Docker engine answers ({why}); using --runtime=netns")
 
 
+@pytest.hookimpl(trylast=True)  # after --runtime=auto is settled
+def pytest_collectstart(collector):
+    config = collector.config
+    if isinstance(collector, pytest.Session) and not hasattr(config, "_synfin_sessions") and _can_prestart(config):
+        config._synfin_sessions = Sessions(config)
+
+
 def missing_capabilities() -> list[str]:
     """The capabilities a run needs that this process lacks (from /proc/self/status CapEff)."""
     with open("/proc/self/status") as f:
@@ -169,15 +189,54 @@ def missing_capabilities() -> list[str]:
 
 # -- fixtures -------------------------------------------------------------------------------
 class Sessions:
-    """A worker's targets, each started the first time a case needs it and kept for the run."""
+    """A worker's targets, each started the first time a case needs it (or ahead of it, while
+    pytest collects: prestart) and kept for the run."""
 
-    def __init__(self, config, notice):
+    def __init__(self, config):
         self.config = config
-        self.notice = notice
+        self._notice = None  # until the cases run, notices wait (pytest would swallow them)
+        self._pending: list[str] = []
+        self._starting: dict[str, Background] = {}
         self.open: dict[str, Session] = {}
         self.failed: dict[str, HarnessError] = {}
 
+    def notice(self, line: str) -> None:
+        if self._notice is None:
+            self._pending.append(line)
+        else:
+            self._notice(line)
+
+    def tell_with(self, notice) -> None:
+        self._notice = notice
+        for line in self._pending:
+            notice(line)
+        self._pending.clear()
+
+    def prestart(self, name: str) -> None:
+        """Start target `name` in a thread while pytest goes on collecting: Docker's container
+        start (about 0.25 s, spent in Docker's own processes) overlaps the collection. Only an
+        image already built is started so: a build is told as it happens, by the first case."""
+        if name in self._starting or name in self.open or name in self.failed:
+            return
+
+        def start() -> None:
+            from .images import target_image_built  # the Docker SDK: imported here, off pytest's start
+            session = self._open(name)
+            if session.client is None or target_image_built(session.client, name):
+                session.ensure()
+
+        self._starting[name] = Background(start)
+
     def get(self, name: str) -> Session:
+        starting = self._starting.pop(name, None)
+        if starting is not None:
+            try:
+                starting.result()
+            except HarnessError:
+                pass  # remembered (a failed start, or self.failed): raised again, case by case
+        return self._open(name)
+
+    def _open(self, name: str) -> Session:
         if name in self.failed:
             raise self.failed[name]
         if name not in self.open:
@@ -200,8 +259,29 @@ class Sessions:
         return None
 
     def close(self) -> None:
+        for starting in self._starting.values():
+            try:
+                starting.result()
+            except Exception:
+                pass  # closed below all the same
+        self._starting.clear()
         for session in self.open.values():
             session.close()
+        self.open.clear()
+
+
+def pytest_itemcollected(item):
+    """The first case of a target to be collected starts that target (Sessions.prestart)."""
+    sessions = getattr(item.config, "_synfin_sessions", None)
+    if sessions is not None and "lab" in getattr(item, "fixturenames", ()):
+        sessions.prestart(target_of(item))
+
+
+def _can_prestart(config) -> bool:
+    """In a process that runs cases (not pytest-xdist's controller, not --collect-only) with
+    the capabilities a lab needs (else the first case says what is missing)."""
+    xdist_controller = getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput")
+    return not (xdist_controller or config.option.collectonly or missing_capabilities())
 
 
 @pytest.fixture(scope="session")
@@ -217,7 +297,9 @@ def synfin_sessions(request):
         with capture.global_and_fixture_disabled():
             notice(line)
 
-    sessions = Sessions(request.config, visible_notice)
+    sessions = getattr(request.config, "_synfin_sessions", None) or Sessions(request.config)
+    request.config._synfin_sessions = sessions
+    sessions.tell_with(visible_notice)
     yield sessions
     sessions.close()
 
@@ -251,6 +333,33 @@ def lab(synfin_session, synfin_target, request):
 
 
 # -- verdicts ---------------------------------------------------------------------------------
+def _settled(item, call):
+    """The case's steps and the step its verdict belongs to (StepLog.finish), settled once."""
+    if not hasattr(item, "_synfin_outcome"):
+        rid, level = _requirement(item.get_closest_marker("requirement"))
+        case = getattr(item, "_synfin_lab", None)
+        deviations = expectations.for_case(item.config._synfin_expected[target_of(item)], case_id(item))
+        # A case without the lab fixture has no steps of its own: only its body can be judged.
+        steps = case.steps if case is not None else StepLog(item.originalname, rid, level, deviations)
+        item._synfin_outcome = (steps, steps.finish(call.excinfo.value if call.excinfo is not None else None))
+    return item._synfin_outcome
+
+
+@pytest.hookimpl(tryfirst=True, specname="pytest_runtest_makereport")
+def _report_without_traceback(item, call):
+    """A case that raised but whose verdict passes the run or skips it (EXPECTED, INFO, WARN,
+    UNSUPPORTED): pytest would render the traceback (reading and parsing the case's source,
+    25-55 ms a case) only for the verdict to drop it. FAIL and ERROR keep pytest's report."""
+    if call.when != "call" or call.excinfo is None or item.get_closest_marker("requirement") is None:
+        return None
+    _, outcome = _settled(item, call)
+    if outcome.verdict in ("FAIL", "ERROR"):
+        return None
+    quiet = pytest.CallInfo(None, None, start=call.start, stop=call.stop, duration=call.duration,
+                            when=call.when, _ispytest=True)
+    return pytest.TestReport.from_item_and_call(item, quiet)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -271,11 +380,8 @@ def pytest_runtest_makereport(item, call):
     if report.when != "call":
         return report
     case = getattr(item, "_synfin_lab", None)
-    deviations = expectations.for_case(item.config._synfin_expected[name], case_id(item))
-    # A case without the lab fixture has no steps of its own: only its body can be judged.
-    steps = case.steps if case is not None else StepLog(item.originalname, rid, level, deviations)
+    steps, outcome = _settled(item, call)
     exc = call.excinfo.value if call.excinfo is not None else None
-    outcome = steps.finish(exc)
     verdict, message = outcome.verdict, outcome.message
     if verdict == "ERROR" and call.excinfo is not None:
         message = outcome.message = _error_text(call.excinfo)

@@ -2,6 +2,7 @@
 import itertools
 import os
 import sys
+import threading
 
 from . import identity
 from . import lab as lab_mod
@@ -69,6 +70,27 @@ def choose_runtime(requested: str, notice=notice):
     return "netns", None
 
 
+class Background:
+    """fn(*args) in a thread; result() waits for it and returns its value or raises its error."""
+
+    def __init__(self, fn, *args):
+        self._out = {}
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name=f"synfin:{fn.__name__}", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args) -> None:
+        try:
+            self._out["value"] = fn(*args)
+        except BaseException as exc:
+            self._out["error"] = exc
+
+    def result(self):
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
+
+
 class Session:
     """One target of one worker. `slot` numbers the worker's targets: each gets its own lab,
     link names and address block (slot = worker × number of targets + the target's place)."""
@@ -102,12 +124,18 @@ class Session:
         try:
             label = f"{self.spec.name}-{self.index}"
             env = lab_mod.Addressing(self.index).stack_env()
-            self.instance = runtime.start(self.spec, self.runtime, label, self.notice, self.client, env)
-            self.lab = lab_mod.Lab(self.index + 100 * next(_GENERATION), block=self.index).build()
+            # The container starts (most of it Docker's work, in its own processes) while the
+            # peer's namespace is made here.
+            starting = Background(runtime.start, self.spec, self.runtime, label, self.notice, self.client, env)
+            try:
+                self.lab = lab_mod.Lab(self.index + 100 * next(_GENERATION), block=self.index).build()
+            finally:
+                self.instance = starting.result()
             self.lab.plug_target(self.instance.netns, kernel=self.spec.kernel)
             self.wire = Wire(self.lab)
             # hello comes after the plumbing: a user-space stack attaches to its TAP on it.
             hello = self.instance.agent.call("hello", timeout=self.spec.timing.startup)
+            self.lab.carrier_up(self.instance.netns, kernel=self.spec.kernel)
             verify_stack(self.spec, hello, Peer(self.wire, self.spec.timing, self.peer_ports),
                          Target(self.spec, self.instance, self.lab.addr), self.target_ports.next())
             self.identity = identity.target(self.spec, self.runtime, hello, self.instance)

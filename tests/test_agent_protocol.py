@@ -395,3 +395,17 @@ def test_conns_of_one_4_tuple_is_looked_up_directly_and_agrees_with_the_listing(
     while exact(cport, 5006) != [{"local": [LO, cport], "remote": [LO, 5006], "state": "TIME-WAIT"}]:
         assert time.monotonic() < deadline, exact(cport, 5006)
         time.sleep(0.01)
+
+
+def test_calls_sent_at_once_are_answered_in_order_each_with_its_own_outcome(agent):
+    lsock, c, s = pair(agent, 47411)
+    out = agent.call_many([("send", {"sock": c, "data": b"one"}), ("close", {"sock": 9999}),
+                           ("teleport", {}), ("recv", {"sock": s, "max": 10, "timeout": 1.0}),
+                           ("close", {"sock": c})])
+    assert out[0]["sent"] == 3
+    assert isinstance(out[1], OpError) and out[1].errno == "EBADF"
+    assert isinstance(out[2], Unsupported)
+    assert out[3]["data"] == b"one"
+    assert isinstance(out[4], Reply)
+    assert agent.hello()["stack"] == "linux"  # the channel is still in step
+    assert agent.call_many([]) == []
