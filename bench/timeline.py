@@ -40,11 +40,11 @@ def pytest_configure(config):
 
     close = Session.close
 
-    def close_and_measure(self):
+    def close_and_measure(self, *args, **kwargs):
         container = getattr(self.instance, "container", None)
         if container is not None:
             MARKS["containers"][self.spec.name] = _container_peak(container.id)
-        close(self)
+        close(self, *args, **kwargs)
 
     Session.close = close_and_measure
 

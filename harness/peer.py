@@ -19,20 +19,11 @@ from scapy.utils import checksum
 
 from . import rawsock
 from .errors import LabError
+from .timing import Timing  # noqa: F401 (the peer's waits; imported from here by cases)
 from .segments import Alternatives, Seg, SeqView, alternatives, describe, seg_len, seq_add, seq_diff
 
 MOD = 1 << 32
 MTU = 65535
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How long to wait for a stack; part of each target's profile, never a global constant."""
-
-    reply: float = 1.0     # default `within` of expect(): returns as soon as a match arrives
-    silence: float = 0.3   # default `for_` of expect_silence(): longer than the stack's ACK delay
-    retransmit: float = 3.0  # enough for one retransmission timeout of the stack
-    startup: float = 10.0    # from the first request until the stack is up on its interface
 
 
 @dataclass
@@ -121,15 +112,22 @@ class Wire:
         if not data:
             return True
         now = time.monotonic()
-        pkt = Ether(data)
-        if ARP in pkt:
-            self._answer_arp(pkt[ARP])
+        ethertype = data[12:14]
+        if ethertype == b"\x08\x06":
+            pkt = Ether(data)
+            if ARP in pkt:
+                self._answer_arp(pkt[ARP])
             return True
-        if TCP not in pkt:
+        # IPv4, TCP, first fragment: queued by destination port as read off the bytes; scapy
+        # dissects a frame only when a case takes it (most late frames are never looked at).
+        if ethertype != b"\x08\x00" or len(data) < 34 or data[23] != socket.IPPROTO_TCP or \
+                int.from_bytes(data[20:22], "big") & 0x1FFF:
+            return True
+        tcp_at = 14 + (data[14] & 0x0F) * 4
+        if len(data) < tcp_at + 20:
             return True
         self.trace.append(Frame(now, False, data))
-        pkt[TCP].synfin_t = now  # ties a checked segment to its frame in the trace
-        self._queues[pkt[TCP].dport].append(pkt)
+        self._queues[int.from_bytes(data[tcp_at + 2:tcp_at + 4], "big")].append((now, data))
         return True
 
     def _answer_arp(self, arp: ARP) -> None:
@@ -145,7 +143,10 @@ class Wire:
         while not queue:
             if not self._read_one(deadline):
                 return None
-        return queue.popleft()
+        t, data = queue.popleft()
+        pkt = Ether(data)
+        pkt[TCP].synfin_t = t  # ties a checked segment to its frame in the trace
+        return pkt
 
     def drain(self) -> None:
         """Read whatever is already waiting, without blocking."""

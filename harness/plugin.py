@@ -11,19 +11,21 @@ express the case); ERROR (the harness or the target broke: never a deviation).
 import gc
 import os
 import shlex
+import sys
 import tempfile
 
 import pytest
 
-from . import evidence, exchange, expectations, identity, records, targets
-from .caselab import CaseLab
+from . import expectations, identity, records, targets
 from .cleanup import REGISTRY
 from .errors import HarnessError
+from .notices import notice
 from .requirements import LEVELS, lookup
 from .results import STATUS, Results
-from .steps import StepLog
-from .runtime import docker_client
-from .session import Background, Session, notice, worker_index
+
+# The lab, the peer and the agent client (scapy, pyroute2, the Docker SDK: about 0.3 s of imports)
+# are imported where a case first needs them: pytest-xdist's controller, which runs no case, and
+# --help or a usage error never pay for them.
 
 
 def pytest_addoption(parser):
@@ -87,6 +89,8 @@ def pytest_unconfigure(config):
     sessions = getattr(config, "_synfin_sessions", None)
     if sessions is not None:  # targets started ahead for cases that were then deselected
         sessions.close()
+    if "harness.session" in sys.modules:
+        sys.modules["harness.session"].wait_for_closes()  # nothing of the run's outlives its process
     # pytest's cleanup collects garbage several times and the interpreter once more at exit:
     # walking everything the run made costs about 0.1 s of a run's end, and it is all freed anyway.
     gc.freeze()
@@ -160,11 +164,17 @@ def _requirement(mark) -> tuple[str, str]:
     return rid, level
 
 
+@pytest.hookimpl(wrapper=True)
 def pytest_sessionstart(session):
-    """Settle --runtime=auto once, where the notice reaches the terminal (not a captured fixture)."""
+    """Settle --runtime=auto once, where the notice reaches the terminal (not a captured fixture).
+    After pytest-xdist has started its workers (they settle it for themselves): they need not
+    wait for the controller's question to the engine."""
+    yield
     config = session.config
     if config.getoption("--runtime") != "auto":
         return
+    from .engine import docker_client
+
     client, why = docker_client()
     if client is None:
         config.option.runtime = "netns"
@@ -196,8 +206,8 @@ class Sessions:
         self.config = config
         self._notice = None  # until the cases run, notices wait (pytest would swallow them)
         self._pending: list[str] = []
-        self._starting: dict[str, Background] = {}
-        self.open: dict[str, Session] = {}
+        self._starting: dict = {}  # name -> session.Background
+        self.open: dict = {}  # name -> session.Session
         self.failed: dict[str, HarnessError] = {}
 
     def notice(self, line: str) -> None:
@@ -219,15 +229,17 @@ class Sessions:
         if name in self._starting or name in self.open or name in self.failed:
             return
 
+        from .session import Background
+
         def start() -> None:
-            from .images import target_image_built  # the Docker SDK: imported here, off pytest's start
+            from .images import target_image_built
             session = self._open(name)
             if session.client is None or target_image_built(session.client, name):
                 session.ensure()
 
         self._starting[name] = Background(start)
 
-    def get(self, name: str) -> Session:
+    def get(self, name: str):
         starting = self._starting.pop(name, None)
         if starting is not None:
             try:
@@ -236,7 +248,9 @@ class Sessions:
                 pass  # remembered (a failed start, or self.failed): raised again, case by case
         return self._open(name)
 
-    def _open(self, name: str) -> Session:
+    def _open(self, name: str):
+        from .session import Session, worker_index
+
         if name in self.failed:
             raise self.failed[name]
         if name not in self.open:
@@ -266,7 +280,7 @@ class Sessions:
                 pass  # closed below all the same
         self._starting.clear()
         for session in self.open.values():
-            session.close()
+            session.close(wait=False)  # in parallel, while the run writes its results
         self.open.clear()
 
 
@@ -319,6 +333,9 @@ def synfin_session(synfin_sessions, synfin_target, request):
 
 @pytest.fixture
 def lab(synfin_session, synfin_target, request):
+    from .caselab import CaseLab
+    from .steps import StepLog
+
     peer, target = synfin_session.new_case()
     rid, level = _requirement(request.node.get_closest_marker("requirement"))
     steps = StepLog(request.node.originalname, rid, level,
@@ -335,6 +352,8 @@ def lab(synfin_session, synfin_target, request):
 # -- verdicts ---------------------------------------------------------------------------------
 def _settled(item, call):
     """The case's steps and the step its verdict belongs to (StepLog.finish), settled once."""
+    from .steps import StepLog
+
     if not hasattr(item, "_synfin_outcome"):
         rid, level = _requirement(item.get_closest_marker("requirement"))
         case = getattr(item, "_synfin_lab", None)
@@ -371,6 +390,7 @@ def pytest_runtest_makereport(item, call):
     if report.when == "setup" and report.failed:
         message = _error_text(call.excinfo)
         _set(report, item, "ERROR", rid, level)
+        from .steps import StepLog
         steps = StepLog(item.originalname, rid, level)
         steps.body.verdict, steps.body.message = "ERROR", message
         report.synfin = records.build(item, case_id(item), name, "ERROR", rid, level, message, steps, None,
@@ -449,6 +469,8 @@ def _rerun(item) -> str:
 
 
 def _write_evidence(item, report, case, record, failure) -> None:
+    from . import evidence, exchange
+
     session = case.session
     results = item.config.getoption("--results")
     where = evidence.case_dir(os.path.join(results, session.spec.name), record["case"])

@@ -10,23 +10,12 @@ import time
 
 from . import lab as lab_mod
 from .agent import AgentClient
+from .engine import docker_client  # noqa: F401 (runtime.docker_client, as the harness asks it)
 from .cleanup import REGISTRY, owner_alive, owner_of, owner_prefix
 from .errors import TargetError
 
 LABEL_OWNER = "synfin.owner"
 CONTROL_DIR = "/run/synfin"
-
-
-def docker_client(timeout: float = 5.0):
-    """A client for a Docker engine that answers, or None (with the reason)."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        return client, None
-    except Exception as exc:  # no socket, engine down, permission denied...
-        return None, str(exc).splitlines()[0][:200]
 
 
 class Instance:

@@ -1,13 +1,13 @@
 """One worker's target and lab, started once per run and restarted if the target dies."""
 import itertools
 import os
-import sys
 import threading
 
 from . import identity
 from . import lab as lab_mod
 from . import runtime, targets
 from .errors import HarnessError, TargetError
+from .notices import notice
 from .peer import Mismatch, Peer, Wire
 from .segments import Seg, seq_add
 from .ports import PortPool
@@ -51,10 +51,6 @@ def worker_index() -> int:
     """pytest-xdist's gwN, or 0: each worker gets its own lab and address block."""
     name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     return int(name[2:]) if name[2:].isdigit() else 0
-
-
-def notice(line: str) -> None:
-    print(f"synfin: {line}", file=sys.stderr, flush=True)
 
 
 def choose_runtime(requested: str, notice=notice):
@@ -154,12 +150,28 @@ class Session:
         peer = Peer(self.wire, self.spec.timing, self.peer_ports)
         return peer, Target(self.spec, self.instance, self.lab.addr)
 
-    def close(self) -> None:
-        for part in (self.wire, self.lab, self.instance):
-            if part is None:
-                continue
+    def close(self, wait: bool = True) -> None:
+        """Stop the target and remove its lab. `wait=False` (the run's end): in a thread, while
+        the run writes its results; wait_for_closes() joins it before the process exits."""
+        parts = [p for p in (self.wire, self.lab, self.instance) if p is not None]
+        self.instance = self.lab = self.wire = None
+        if wait:
+            self._close(parts)
+        elif parts:
+            _CLOSING.append(Background(self._close, parts))
+
+    def _close(self, parts) -> None:
+        for part in parts:
             try:
-                part.close() if part is not self.instance else part.stop()
+                part.stop() if isinstance(part, runtime.Instance) else part.close()
             except Exception as exc:
                 self.notice(f"cleanup: {exc}")
-        self.instance = self.lab = self.wire = None
+
+
+_CLOSING: list[Background] = []
+
+
+def wait_for_closes() -> None:
+    """Join the closes begun with Session.close(wait=False)."""
+    while _CLOSING:
+        _CLOSING.pop().result()

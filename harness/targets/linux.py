@@ -1,5 +1,5 @@
 """The host's Linux kernel stack, seen from a container (or a bare namespace)."""
-from ..peer import Timing
+from ..timing import Timing
 from .spec import TargetSpec
 
 TARGET = TargetSpec(

@@ -1,5 +1,5 @@
 """lwIP 2.1.3 (Debian's liblwip, unix port) on a TAP in a container, driven through its socket API."""
-from ..peer import Timing
+from ..timing import Timing
 from .spec import TargetSpec, synack_signature
 
 

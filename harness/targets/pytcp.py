@@ -1,5 +1,5 @@
 """PyTCP (the pmd-pytcp package), a TCP/IP stack in pure Python, on a TAP in a container."""
-from ..peer import Timing
+from ..timing import Timing
 from .spec import TargetSpec, synack_signature
 
 

@@ -1,5 +1,5 @@
 """smoltcp 0.14.0 (Rust, crates.io) on a TAP in a container, driven through its tcp::Socket API."""
-from ..peer import Timing
+from ..timing import Timing
 from .spec import TargetSpec, synack_signature
 
 

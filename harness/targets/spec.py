@@ -3,7 +3,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..peer import Timing
+from ..timing import Timing
 
 DOCKER_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docker")
 

@@ -1,0 +1,12 @@
+"""How long the harness waits for a stack: part of each target's profile."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to wait for a stack; part of each target's profile, never a global constant."""
+
+    reply: float = 1.0     # default `within` of expect(): returns as soon as a match arrives
+    silence: float = 0.3   # default `for_` of expect_silence(): longer than the stack's ACK delay
+    retransmit: float = 3.0  # enough for one retransmission timeout of the stack
+    startup: float = 10.0    # from the first request until the stack is up on its interface
