@@ -8,9 +8,10 @@ by scapy (libpcap) for Ethernet: asked with an interface name scapy would open a
 it just to learn its link type, another packet socket and another grace period.
 """
 import socket
+import struct
 
 from scapy.arch.common import compile_filter, free_filter
-from scapy.data import DLT_EN10MB, ETH_P_ALL, SO_ATTACH_FILTER, SOL_PACKET
+from scapy.data import DLT_EN10MB, ETH_P_ALL, SO_ATTACH_FILTER, SO_TIMESTAMPNS, SOL_PACKET
 from scapy.libs.structures import sock_fprog
 
 from . import netns
@@ -27,14 +28,17 @@ def attach_filter(sock: socket.socket, bpf: str) -> None:
         free_filter(program)
 
 
-def open_in(netns_path: str, ifname: str, bpf: str) -> socket.socket:
+def open_in(netns_path: str, ifname: str, bpf: str, stamped: bool = False) -> socket.socket:
     """A bound AF_PACKET socket on `ifname` inside the namespace at `netns_path`, reading only
-    the frames `bpf` (a tcpdump expression) matches; send() puts a whole frame on the link."""
+    the frames `bpf` (a tcpdump expression) matches; send() puts a whole frame on the link.
+    `stamped`: the kernel stamps each frame's arrival (read them with recv_stamped)."""
 
     def body() -> socket.socket:
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             attach_filter(sock, bpf)
+            if stamped:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFSIZE)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFSIZE)
             try:
@@ -48,3 +52,13 @@ def open_in(netns_path: str, ifname: str, bpf: str) -> socket.socket:
         return sock
 
     return netns.run_in(netns_path, body)
+
+
+def recv_stamped(sock: socket.socket, size: int = 65535) -> tuple[bytes, float | None]:
+    """One frame and its arrival (time.time() scale) from a socket opened with stamped=True."""
+    data, ancillary, _, _ = sock.recvmsg(size, socket.CMSG_SPACE(16))
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanoseconds = struct.unpack("qq", value[:16])
+            return data, seconds + nanoseconds / 1e9
+    return data, None

@@ -13,11 +13,10 @@ import select
 import time
 
 import pytest
-from scapy.config import conf
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
-from harness import netns
+from harness import rawsock
 from harness.markers import requirement
 from harness.peer import Frame, Mismatch
 from harness.segments import Seg, describe, flag_words, seq_add, seq_diff
@@ -36,7 +35,7 @@ class _Elsewhere:
         link = lab.session.lab
         bpf = (f"tcp dst port {conn.sport} and ether src {addr.target_mac} "
                f"and not (src host {addr.target_ip} and dst host {addr.peer_ip})")
-        self.sock = netns.run_in(link.peer_netns_path(), lambda: conf.L2socket(iface=link.peer_if, filter=bpf))
+        self.sock = rawsock.open_in(link.peer_netns_path(), link.peer_if, bpf, stamped=True)
 
     def __enter__(self):
         return self
@@ -50,7 +49,7 @@ class _Elsewhere:
         follow-up's answer came is already here)."""
         out = []
         while select.select([self.sock], [], [], 0)[0]:
-            _, data, stamp = self.sock.recv_raw()
+            data, stamp = rawsock.recv_stamped(self.sock)
             if not data:
                 continue
             # Read late: its arrival is put back on the monotonic clock from the capture's stamp.
