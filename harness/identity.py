@@ -10,10 +10,6 @@ from . import netns
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def synfin() -> dict:
-    return SynfinIdentity().result()
-
-
 class SynfinIdentity:
     """synfin's version, commit and whether the tree differs from it, as at the run's start: the
     two git processes run while the cases do, so the run's end does not wait for them."""
