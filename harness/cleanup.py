@@ -31,13 +31,20 @@ def owner_of(name: str, run_dir: bool = False) -> int | None:
 
 
 def owner_alive(pid: int) -> bool:
+    """The process runs: it exists and is not a zombie (a crashed pytest-xdist worker stays one
+    until its controller reaps it, and cleans nothing up meanwhile)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]  # after "pid (comm)": comm may hold spaces
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 class Registry:

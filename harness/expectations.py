@@ -38,11 +38,16 @@ class Deviation:
 
 def load(target: str, directory: str = DEFAULT_DIR) -> dict[str, dict[str | None, Deviation]]:
     """case node id -> step name (None: the case's own check) -> its recorded deviation."""
+    if not os.path.isdir(directory):
+        raise ValueError(f"--expectations {directory}: no such directory")
     path = os.path.join(directory, f"{target}.toml")
     if not os.path.exists(path):
         return {}
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from None
     out = {}
     for entry in data.get("deviation", []):
         missing = [k for k in ("case", "observed", "rfc", "why") if not entry.get(k)]
@@ -75,12 +80,40 @@ def apply(deviation: Deviation | None, verdict: str, message: str) -> tuple[str,
                     "if the stack was fixed, remove it from expectations/")
 
 
+def unknown_cases(table: dict, root: str, collected: set[str] | None = None) -> list[str]:
+    """The deviations of `table` that name no case: their file does not exist under `root`, the
+    file defines no such function, or (for a file this run collected, `collected` its case ids)
+    no collected case matches the id or the pattern."""
+    out = []
+    for key in table:
+        path, _, rest = key.partition("::")
+        function = re.split(r"[\[*]", rest, maxsplit=1)[0]
+        file = os.path.join(root, path)
+        if not rest or not os.path.isfile(file):
+            out.append(f"{key} (no file {path})")
+            continue
+        with open(file, encoding="utf-8") as f:
+            if function and not re.search(rf"^\s*def {re.escape(function)}\(", f.read(), re.M):
+                out.append(f"{key} (no function {function} in {path})")
+                continue
+        mine = {c for c in collected or () if c.startswith(f"{path}::")}
+        if mine and not any(_matches(key, c) for c in mine):
+            out.append(f"{key} (no such case in {path})")
+    return out
+
+
+def _matches(key: str, case: str) -> bool:
+    if "*" in key:
+        return re.fullmatch(".*".join(re.escape(p) for p in key.split("*")), case) is not None
+    return key == case
+
+
 def for_case(table: dict, case: str) -> dict[str | None, Deviation] | None:
     """The deviations recorded for `case` (a node id without the target): its own, and those of
     every pattern (`*` for any text) it matches."""
     found = {}
     for key, steps in table.items():
-        if "*" in key and re.fullmatch(".*".join(re.escape(p) for p in key.split("*")), case):
+        if "*" in key and _matches(key, case):
             found.update(steps)
     found.update(table.get(case, {}))
     return found or None

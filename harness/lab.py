@@ -245,6 +245,7 @@ def run_dir(label: str) -> str:
     """A private directory for a target's control socket and logs, removed with the run."""
     path = os.path.join(RUN_ROOT, f"{owner_prefix()}-{label}")
     os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o700)  # an agent's control socket is root's alone (whatever the umask)
     REGISTRY.add(f"dir {path}", lambda: shutil.rmtree(path, ignore_errors=True))
     return path
 

@@ -8,11 +8,16 @@ INFO (a MAY or a choice the RFC leaves open: what the stack chose is recorded); 
 deviation recorded in expectations/<target>.toml, seen as recorded); UNSUPPORTED (the target cannot
 express the case); ERROR (the harness or the target broke: never a deviation).
 """
+import contextlib
 import gc
+import json
 import os
+import pathlib
 import shlex
+import signal
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -21,7 +26,7 @@ from .cleanup import REGISTRY
 from .errors import HarnessError
 from .notices import notice
 from .requirements import LEVELS, lookup
-from .results import STATUS, Results
+from .results import EXIT_INCOMPLETE, EXIT_USAGE, STATUS, Results
 
 # The lab, the peer and the agent client (scapy, pyroute2, the Docker SDK: about 0.3 s of imports)
 # are imported where a case first needs them: pytest-xdist's controller, which runs no case, and
@@ -48,6 +53,13 @@ def pytest_addoption(parser):
                     help="directory of <target>.toml files recording known deviations (default: expectations/)")
 
 
+class synfin(pytest.exit.Exception):  # noqa: N801 - pytest prints the class name before the message
+    """Ends the run before any case, with one line: "synfin: <what is missing; the way out>"."""
+
+
+synfin.__module__ = "builtins"  # shown as "synfin: ...", not "harness.plugin.synfin: ..."
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "requirement(id, level): the catalogue requirement a case checks "
                                        "(docs/requirements.md) and its level: MUST, SHOULD, MAY or INFO")
@@ -58,14 +70,20 @@ def pytest_configure(config):
         config._synfin_expected = {n: expectations.load(n, config.getoption("--expectations")) for n in names}
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if config.getoption("--runtime") == "netns":
-        docker_only = [n for n in names if "netns" not in targets.get(n).runtimes]
-        if docker_only:
-            raise pytest.UsageError(f"--runtime=netns: target {docker_only[0]} runs only in Docker")
+    config._synfin_runs_cases = _runs_cases(config)
+    # As the user asked it (the rerun line repeats it), before _preflight settles "auto".
+    config._synfin_runtime_asked = getattr(config, "workerinput", {}).get(
+        "synfin_runtime_asked", config.getoption("--runtime"))
+    if config._synfin_runs_cases and not hasattr(config, "workerinput"):
+        unknown = [f"expectations/{n}.toml: {u}" for n, table in config._synfin_expected.items()
+                   for u in expectations.unknown_cases(table, str(config.rootpath))]
+        if unknown:
+            raise pytest.UsageError("recorded deviations name no existing case:\n  " + "\n  ".join(unknown))
+        _preflight(config, names)
     for option in ("--results", "--report-dir", "--export-packetdrill"):
         where = config.getoption(option)
         if where:
-            problem = _unwritable(where)
+            problem = _unwritable(where) or (_unusable_results(where, names) if option == "--results" else None)
             if problem:
                 raise pytest.UsageError(f"{option} {where}: {problem}")
             if option != "--results":
@@ -79,6 +97,7 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--report-dir: {exc}") from None
     config.pluginmanager.register(Results(config), "synfin-results")
     REGISTRY.install()
+    _stop_on_sigterm(config)
     # The modules' objects (scapy's layers above all) live as long as the run: the collector
     # need not walk them again in every full collection.
     gc.freeze()
@@ -94,6 +113,74 @@ def pytest_unconfigure(config):
     # pytest's cleanup collects garbage several times and the interpreter once more at exit:
     # walking everything the run made costs about 0.1 s of a run's end, and it is all freed anyway.
     gc.freeze()
+
+
+def _runs_cases(config) -> bool:
+    """The run includes conformance cases (a path under a cases/ folder, or a folder holding
+    one): the checks a lab needs are made before it starts, not for synfin's own tests."""
+    for arg in config.args or [str(config.rootpath)]:
+        path = pathlib.Path(config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
+        if "cases" in path.parts or (path / "cases").is_dir():
+            return True
+    return False
+
+
+def _preflight(config, names: list[str]) -> None:
+    """What a run needs before its first case, each missing thing told in one line: the
+    capabilities (exit 4), a runtime every target can run on (exit 4), an engine (exit 2)."""
+    if config.option.collectonly or config.option.help or config.option.version:
+        return
+    missing = missing_capabilities()
+    if missing:
+        raise synfin(f"needs {' and '.join(missing)} to build its labs and send raw segments; "
+                     "run it as root", returncode=EXIT_USAGE)
+    requested = config.getoption("--runtime")
+    docker_only = [n for n in names if "netns" not in targets.get(n).runtimes]
+    if requested == "netns" and docker_only:
+        raise pytest.UsageError(f"--runtime=netns: target {docker_only[0]} runs only in a Docker container; "
+                                "drop --runtime=netns (or use --target=linux)")
+    if requested == "docker" or (requested == "auto" and docker_only):
+        from .engine import docker_client
+        client, why = docker_client()
+        if client is None:
+            if requested == "docker":
+                raise synfin(f"no Docker engine answers ({why}): start it, or use --runtime=netns "
+                             "(the linux target runs in a bare network namespace)", returncode=EXIT_INCOMPLETE)
+            raise synfin(f"target {docker_only[0]} runs only in a Docker container, and no Docker engine "
+                         f"answers ({why}): start the engine", returncode=EXIT_INCOMPLETE)
+        config.option.runtime = "docker"  # settled here: pytest-xdist's workers inherit it
+
+
+def _stop_on_sigterm(config) -> None:
+    """SIGTERM ends a run as Ctrl-C does: the case in progress stops, the targets are closed,
+    the partial summary and results.json are written. A second SIGTERM cleans up and dies."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    second = signal.getsignal(signal.SIGTERM)  # the registry's: clean up, then die by the signal
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, second)
+        capture = config.pluginmanager.getplugin("capturemanager")
+        line = (f"\nsynfin: {signal.Signals(signum).name} received: stopping the run "
+                "(as after Ctrl-C: what ran is summarised and written)\n")
+        try:  # past pytest's capture of the case in progress, to the terminal
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        except Exception:
+            os.write(2, line.encode())
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _unusable_results(where: str, names: list[str]) -> str | None:
+    """What is in the way of results.json or of a target's evidence folder, or None."""
+    for name in ("results.json", *names):
+        path = os.path.join(where, name)
+        if os.path.exists(path) and os.path.isdir(path) == (name == "results.json"):
+            return f"{path} is {'a directory' if name == 'results.json' else 'not a directory'}"
+    return None
 
 
 def _unwritable(path: str) -> str | None:
@@ -139,7 +226,12 @@ def case_id(item) -> str:
     return item.nodeid[:-len(name) - 2] + "]"  # "test_x[rst-lwip]" -> "test_x[rst]"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k and -m deselect: every collected case counts
 def pytest_collection_modifyitems(session, config, items):
+    if not hasattr(config, "workerinput"):  # a worker's collection is checked by its controller
+        unknown = _deviations_without_a_case(config, [case_id(item) for item in items])
+        if unknown:
+            raise pytest.UsageError("recorded deviations name no case:\n  " + "\n  ".join(unknown))
     problems = []
     for item in items:
         mark = item.get_closest_marker("requirement")
@@ -156,6 +248,38 @@ def pytest_collection_modifyitems(session, config, items):
             problems.append(f"{item.nodeid}: level {level!r} is not one of {', '.join(LEVELS)}")
     if problems:
         raise pytest.UsageError("bad requirement markers:\n  " + "\n  ".join(problems))
+
+
+def _deviations_without_a_case(config, collected: list[str]) -> list[str]:
+    """Recorded deviations whose case id (or pattern) no collected case of its file matches."""
+    if not getattr(config, "_synfin_runs_cases", False) or any("::" in a for a in config.args):
+        return []  # a run of chosen node ids collects only part of a file
+    problems = []
+    for name, table in config._synfin_expected.items():
+        problems += [f"expectations/{name}.toml: {u}"
+                     for u in expectations.unknown_cases(table, str(config.rootpath), set(collected))]
+    return problems
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """The controller's check of what its first worker collected (the workers all collect the same)."""
+    config = node.config
+    if getattr(config, "_synfin_collection_checked", False) or config.option.markexpr or config.option.keyword:
+        return  # what a worker sends is what -m or -k left: a deselected case would look unknown
+    config._synfin_collection_checked = True
+
+    def without_target(nodeid: str) -> str:
+        for name in config._synfin_targets if len(config._synfin_targets) > 1 else ():
+            if nodeid.endswith(f"-{name}]"):
+                return nodeid[:-len(name) - 2] + "]"
+            if nodeid.endswith(f"[{name}]"):
+                return nodeid[:-len(name) - 2]
+        return nodeid
+
+    problems = _deviations_without_a_case(config, [without_target(i) for i in ids])
+    if problems:
+        raise synfin("recorded deviations name no case:\n  " + "\n  ".join(problems), returncode=EXIT_USAGE)
 
 
 def _requirement(mark) -> tuple[str, str]:
@@ -180,6 +304,27 @@ def pytest_sessionstart(session):
         config.option.runtime = "netns"
         if not hasattr(config, "workerinput"):
             notice(f"no Docker engine answers ({why}); using --runtime=netns")
+
+
+@pytest.hookimpl(trylast=True, specname="pytest_configure")  # once every plugin has registered its markers
+def pytest_configure_markexpr(config) -> None:
+    """-m names markers only: one no case can carry (a typo: "slwo") would select nothing,
+    silently."""
+    expr = config.option.markexpr
+    if not expr or hasattr(config, "workerinput"):
+        return
+    from _pytest.mark.expression import Expression
+    try:
+        compiled = Expression.compile(expr)
+    except SyntaxError:
+        return  # pytest's own -m handling says what is wrong with it
+    names: set[str] = set()
+    compiled.evaluate(lambda name, **kw: names.add(name) or False)
+    known = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in config.getini("markers")}
+    unknown = sorted(names - known)
+    if unknown:
+        raise pytest.UsageError(f"-m {expr!r}: unknown marker {unknown[0]!r}; the cases' markers are "
+                                f"{', '.join(sorted(known & {'slow', 'requirement'}))} (pytest --markers lists all)")
 
 
 @pytest.hookimpl(trylast=True)  # after --runtime=auto is settled
@@ -284,6 +429,42 @@ class Sessions:
         self.open.clear()
 
 
+# -- a pytest-xdist worker that dies ----------------------------------------------------------
+# A worker killed mid-case sends nothing more: its controller knows only the node id. Each
+# worker tells, at collection, what a record of each of its cases needs; the controller
+# records a crashed case from that (Results).
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    config = node.config
+    if not hasattr(config, "_synfin_cases_file"):
+        from .cleanup import RUN_ROOT, owner_prefix
+        os.makedirs(RUN_ROOT, exist_ok=True)
+        where = tempfile.mkdtemp(prefix=f"{owner_prefix()}-cases-", dir=RUN_ROOT)
+        REGISTRY.add(f"dir {where}", lambda: __import__("shutil").rmtree(where, ignore_errors=True))
+        config._synfin_cases_file = os.path.join(where, "cases.json")
+    node.workerinput["synfin_cases_file"] = config._synfin_cases_file
+    node.workerinput["synfin_runtime_asked"] = config._synfin_runtime_asked
+
+
+def pytest_collection_finish(session):
+    where = getattr(session.config, "workerinput", {}).get("synfin_cases_file")
+    if not where or os.path.exists(where):
+        return  # every worker collects the same cases: one of them tells
+    static = {}
+    for item in session.items:
+        mark = item.get_closest_marker("requirement")
+        if mark is not None:
+            rid, level = _requirement(mark)
+            doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
+            static[item.nodeid] = {"case": case_id(item), "target": target_of(item), "requirement": rid,
+                                   "level": level, "rerun": _rerun(item),
+                                   "title": " ".join(doc.strip().split("\n\n", 1)[0].split())}
+    tmp = f"{where}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(static, f)
+    os.replace(tmp, where)
+
+
 def pytest_itemcollected(item):
     """The first case of a target to be collected starts that target (Sessions.prestart)."""
     sessions = getattr(item.config, "_synfin_sessions", None)
@@ -300,15 +481,24 @@ def _can_prestart(config) -> bool:
 
 @pytest.fixture(scope="session")
 def synfin_sessions(request):
-    missing = missing_capabilities()
+    missing = missing_capabilities()  # told before the run (_preflight) unless no case path was named
     if missing:
-        pytest.exit(f"synfin needs {' and '.join(missing)} to build its labs and send raw segments; "
-                    "run it as root", returncode=4)
+        raise HarnessError(f"synfin needs {' and '.join(missing)} to build its labs and send raw segments; "
+                           "run it as root")
     capture = request.config.pluginmanager.getplugin("capturemanager")
+    terminal = request.config.pluginmanager.getplugin("terminalreporter")
+    worker = hasattr(request.config, "workerinput")
 
     def visible_notice(line: str) -> None:
         # Image builds and restarts happen inside fixtures, whose output pytest would swallow.
+        # On a line of its own: not glued into the progress dots (a worker's stderr reaches the
+        # controller's terminal, whose column it cannot know: it starts a new line).
         with capture.global_and_fixture_disabled():
+            if worker:
+                sys.stderr.write("\n")
+            elif terminal is not None and terminal._tw.width_of_current_line:  # mid progress line
+                terminal._tw.line()
+                terminal.flush()
             notice(line)
 
     sessions = getattr(request.config, "_synfin_sessions", None) or Sessions(request.config)
@@ -343,6 +533,8 @@ def lab(synfin_session, synfin_target, request):
     case = CaseLab(synfin_session, peer, target, steps)
     request.node._synfin_lab = case
     yield case
+    if not target.instance.alive():
+        return  # died during the case (its verdict says so): nothing to put back, the next case restarts it
     try:
         target.reset()
     except HarnessError:
@@ -360,12 +552,36 @@ def _settled(item, call):
         deviations = expectations.for_case(item.config._synfin_expected[target_of(item)], case_id(item))
         # A case without the lab fixture has no steps of its own: only its body can be judged.
         steps = case.steps if case is not None else StepLog(item.originalname, rid, level, deviations)
-        item._synfin_outcome = (steps, steps.finish(call.excinfo.value if call.excinfo is not None else None))
+        exc = call.excinfo.value if call.excinfo is not None else None
+        if exc is not None and case is not None:
+            died = _died(case)
+            if died is not None:
+                exc = item._synfin_died = died
+        item._synfin_outcome = (steps, steps.finish(exc))
     return item._synfin_outcome
 
 
+def _died(case) -> HarnessError | None:
+    """What the case raised, when its target died meanwhile, is a consequence (a peer that
+    waited in vain, a link gone down, a broken agent channel): the death is the error."""
+    from .errors import TargetError
+
+    instance = case.session.instance
+    if instance is None or instance is not case.target.instance:
+        return None
+    how = instance.death()
+    if how is None:
+        return None
+    log = instance.log_tail(20).rstrip("\n")
+    calls = case.target.calls
+    if calls:
+        how += f"; the case's last call to it: {calls[-1]['op']}"
+    return TargetError(f"target {case.session.spec.name} died during the case: {how}"
+                       + (f"\nits log:\n{log}" if log else "\n(its log is empty)"))
+
+
 @pytest.hookimpl(tryfirst=True, specname="pytest_runtest_makereport")
-def _report_without_traceback(item, call):
+def pytest_runtest_makereport_quiet(item, call):
     """A case that raised but whose verdict passes the run or skips it (EXPECTED, INFO, WARN,
     UNSUPPORTED): pytest would render the traceback (reading and parsing the case's source,
     25-55 ms a case) only for the verdict to drop it. FAIL and ERROR keep pytest's report."""
@@ -397,13 +613,17 @@ def pytest_runtest_makereport(item, call):
                                       _rerun(item))
         report.synfin_identity = _identity(item)
         report.sections.append(("synfin rerun", report.synfin["rerun"]))
+        report.longrepr = message  # what broke, not the fixtures' traceback
     if report.when != "call":
         return report
     case = getattr(item, "_synfin_lab", None)
     steps, outcome = _settled(item, call)
     exc = call.excinfo.value if call.excinfo is not None else None
     verdict, message = outcome.verdict, outcome.message
-    if verdict == "ERROR" and call.excinfo is not None:
+    died = getattr(item, "_synfin_died", None)
+    if verdict == "ERROR" and died is not None:
+        message = outcome.message = f"{type(died).__name__}: {died}"
+    elif verdict == "ERROR" and call.excinfo is not None:
         message = outcome.message = _error_text(call.excinfo)
     rewritten = exc is None or message != str(exc)  # a verdict the expectations (or a step) decided
     recorded = message  # results.json keeps the step apart from the message
@@ -463,8 +683,9 @@ def _rerun(item) -> str:
     """The command that runs this case alone on this target."""
     cfg = item.config
     cmd = [".venv/bin/pytest", case_id(item), f"--target={target_of(item)}"]
-    if cfg.getoption("--runtime") != "auto":
-        cmd.append(f"--runtime={cfg.getoption('--runtime')}")
+    asked = cfg._synfin_runtime_asked
+    if asked != "auto":
+        cmd.append(f"--runtime={asked}")
     return shlex.join(cmd)
 
 

@@ -65,3 +65,22 @@ def build(item, case: str, target: str, verdict: str, rid: str, level: str, mess
                                    start=round(time.time() - (time.monotonic() - lab.started), 3))
     record["worker"] = os.environ.get("PYTEST_XDIST_WORKER")
     return record
+
+
+def crashed(nodeid: str, static: dict | None, target: str, message: str) -> dict:
+    """The record of a case whose pytest-xdist worker died while running it: ERROR, with what
+    the worker told about the case at collection (`static`; None if it told nothing)."""
+    static = static or {}
+    case = static.get("case", nodeid)
+    rid, level = static.get("requirement", "unknown"), static.get("level", "MUST")
+    return {
+        "case": case, "nodeid": nodeid, "target": static.get("target", target), "area": _area(case),
+        "title": static.get("title", ""), "doc": static.get("title", ""),
+        "requirement": rid, "level": level, "requirement_text": _text(rid),
+        "case_requirement": rid, "case_level": level, "case_requirement_text": _text(rid),
+        "verdict": "ERROR", "step": None, "message": message, "signature": None,
+        "expectations": [], "expectation_met": False,
+        "choices": {}, "notes": {}, "settings": {}, "steps": [], "checks": [],
+        "durations": {"call": 0.0, "wall": 0.0},
+        "evidence": None, "rerun": static.get("rerun", ""), "exchange": None, "worker": static.get("worker"),
+    }

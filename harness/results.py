@@ -50,8 +50,10 @@ class Results:
         self.identities: dict[str, dict] = {}
         self.started = _now()
         self.exit = None
+        self.interrupted = False
         self._wall: dict[str, float] = {}  # setup + call + teardown, per node id
-        self.unjudged: list[str] = []  # failed reports without a verdict: a crashed worker, a teardown error
+        self.unjudged: list[str] = []  # failed reports without a verdict: a teardown error
+        self.crashed: list[str] = []  # pytest-xdist workers that died mid-case
         # Only the process that writes results.json asks who synfin is.
         self.synfin = None if hasattr(config, "workerinput") else identity.SynfinIdentity()
 
@@ -66,6 +68,8 @@ class Results:
     def pytest_runtest_logreport(self, report):
         self._wall[report.nodeid] = self._wall.get(report.nodeid, 0.0) + report.duration
         record = getattr(report, "synfin", None)
+        if record is None and report.when == "???" and report.failed:  # pytest-xdist: the worker died
+            record = self._crashed(report)
         if record is None:
             if report.failed and "cases" in report.nodeid.split("::", 1)[0].split("/")[:-1]:
                 self.unjudged.append(f"{report.nodeid} ({report.when})")
@@ -78,6 +82,25 @@ class Results:
         if ident and (known is None or known.get("error") or not ident.get("error")):
             self.identities[record["target"]] = ident
         self.records.append(record)
+
+    def _crashed(self, report) -> dict | None:
+        from . import records
+        where = getattr(self.config, "_synfin_cases_file", None)
+        try:
+            with open(where) as f:
+                static = json.load(f).get(report.nodeid)
+        except (OSError, TypeError, ValueError):
+            static = None
+        if static is None and "cases" not in report.nodeid.split("::", 1)[0].split("/")[:-1]:
+            return None  # not a case: synfin's own tests under -n
+        worker = getattr(getattr(report, "node", None), "gateway", None)
+        name = getattr(worker, "id", "?")
+        self.crashed.append(name)
+        names = self.config._synfin_targets
+        target = next((n for n in names if report.nodeid.endswith(f"{n}]")), names[0])
+        return records.crashed(report.nodeid, static, target,
+                               f"worker crashed: pytest-xdist's worker {name} died while running this case "
+                               "(its process ended: no verdict; what it had made was swept)")
 
     def document(self) -> dict:
         for r in self.records:
@@ -105,7 +128,12 @@ class Results:
             return
         self.exit = exit_code(self.records, int(session.exitstatus), len(self.unjudged))
         session.exitstatus = self.exit
-        if not self.records:
+        if self.crashed:
+            self._sweep()
+        # An interrupted run (Ctrl-C, SIGTERM) writes what it has, even before its first verdict.
+        self.interrupted = int(session.exitstatus) == EXIT_INCOMPLETE and getattr(
+            self.config, "_synfin_runs_cases", False)
+        if not self.records and not self.interrupted:
             return
         os.makedirs(self.directory, exist_ok=True)
         doc = self.document()
@@ -124,6 +152,14 @@ class Results:
                 # Compact: json's C encoder is three times faster than its indenting one.
                 f.write(json.dumps(doc, separators=(",", ":")) + "\n")
             os.replace(tmp, self.path)  # never a truncated results.json
+
+    def _sweep(self) -> None:
+        """A dead worker's labs and containers (their owner is gone): removed now, not by the next run."""
+        from . import lab, runtime
+        client = runtime.docker_client()[0]
+        lab.sweep()
+        if client is not None:
+            runtime.sweep_containers(client)
 
     def _write_report(self, doc: dict, where: str) -> None:
         from .report import BadInput, write_site
@@ -156,7 +192,7 @@ class Results:
             r["evidence"]["packetdrill"] = os.path.relpath(path, self.directory)
 
     def pytest_terminal_summary(self, terminalreporter):
-        if not self.records:
+        if not self.records and not self.interrupted:
             return
         tr = terminalreporter
         names = self.config._synfin_targets
@@ -206,14 +242,14 @@ class Results:
 
     def pytest_unconfigure(self, config):
         """The last line of the run: what the exit code says."""
-        if hasattr(config, "workerinput") or self.exit is None or not self.records:
+        if hasattr(config, "workerinput") or self.exit is None or not (self.records or self.interrupted):
             return
         tr = config.pluginmanager.getplugin("terminalreporter")
         meaning = {EXIT_OK: "every result as expected", EXIT_UNEXPECTED: "unexpected results (FAIL)",
                    EXIT_INCOMPLETE: "verdicts incomplete (ERROR or interrupted)"}.get(self.exit, "")
         per = "; ".join(f"{n}: {_counts([r for r in self.records if r['target'] == n])}"
                         for n in config._synfin_targets if any(r["target"] == n for r in self.records))
-        line = f"synfin: exit {self.exit}, {meaning} — {per}"
+        line = f"synfin: exit {self.exit}, {meaning} — {per or 'no case finished'}"
         if self.unjudged:
             line += f"; {len(self.unjudged)} without a verdict: {', '.join(self.unjudged[:3])}"
         if tr is not None:

@@ -4,6 +4,7 @@ Either way the result is an `Instance`: the path of the target's network namespa
 its veth end in there), a connected agent client, and the agent's log for evidence.
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,8 +37,24 @@ class Instance:
     def alive(self) -> bool:
         raise NotImplementedError
 
+    def death(self) -> str | None:
+        """How the target ended ("killed by SIGKILL (exit code 137)"), or None while it runs."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         raise NotImplementedError
+
+
+def describe_exit(code: int) -> str:
+    """An exit status in words: negative (Popen) or above 128 (a container's) is a signal."""
+    signum = -code if code < 0 else code - 128 if code > 128 else None
+    if signum is not None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return f"killed by {name} (exit code {code})"
+    return f"exited with code {code}"
 
 
 class DockerInstance(Instance):
@@ -48,8 +65,9 @@ class DockerInstance(Instance):
         self.client = client
         image = ensure_target_image(client, spec.name, log)
         self.image = {"tag": image, "id": None}
-        rundir = lab_mod.run_dir(label)
-        os.chmod(rundir, 0o777)  # the agent runs as root without CAP_DAC_OVERRIDE
+        # The control socket's directory: root's only. The agent runs as uid 0 without
+        # CAP_DAC_OVERRIDE, which the directory's owner does not need.
+        rundir = self.rundir = lab_mod.run_dir(label)
         self._undo = REGISTRY.add(f"container {self.name}", self._remove)
         # A user-space stack opens the TAP the lab makes (as its owner, without CAP_NET_ADMIN).
         devices = [] if spec.kernel else ["/dev/net/tun:/dev/net/tun:rwm"]
@@ -62,13 +80,15 @@ class DockerInstance(Instance):
             )
             self.container.reload()
             self.image["id"] = self.container.attrs.get("Image")
-            pid = self.container.attrs["State"]["Pid"]
+            pid = self._pid = self.container.attrs["State"]["Pid"]
             if not pid:
                 raise TargetError(f"container {self.name} exited at once:\n{self.log_tail()}")
             # A path through the container's init: valid while the container runs.
             self.netns = f"/proc/{pid}/ns/net"
-            self.agent = AgentClient.over_unix(os.path.join(rundir, "agent.sock"), name=f"{spec.name} agent",
-                                               log_tail=self.log_tail, exit_code=self._exit_code)
+            sock = os.path.join(rundir, "agent.sock")
+            self.agent = AgentClient.over_unix(sock, name=f"{spec.name} agent", log_tail=self.log_tail,
+                                               exit_code=self._exit_code)
+            os.chmod(sock, 0o600)  # made with the agent's umask; its directory already shuts others out
         except TargetError:
             self.stop()
             raise
@@ -107,8 +127,18 @@ class DockerInstance(Instance):
             return f"(log unavailable: {exc})"
 
     def alive(self) -> bool:
-        # The agent is the container's only process: its channel tells without a Docker API call.
-        return self.agent.healthy
+        # The agent is the container's only process: its channel and its /proc entry tell
+        # without a Docker API call (the channel alone only learns of a death at the next call).
+        return self.agent.healthy and os.path.exists(f"/proc/{self._pid}")
+
+    def death(self) -> str | None:
+        if os.path.exists(f"/proc/{self._pid}"):
+            return None
+        code = self._exit_code(2.0)  # the engine records the exit a moment after the process ends
+        if code is None:
+            return "its process is gone (the engine has not recorded how)"
+        state = self.container.attrs["State"]
+        return describe_exit(code) + (" (out of memory)" if state.get("OOMKilled") else "")
 
     def _remove(self) -> None:
         try:
@@ -133,7 +163,7 @@ class NetnsInstance(Instance):
 
         self.name = f"{owner_prefix()}-{label}"
         self.netns, self._netns_undo = lab_mod.create_netns(f"{owner_prefix()}-t{label.rsplit('-', 1)[-1]}")
-        rundir = lab_mod.run_dir(label)
+        rundir = self.rundir = lab_mod.run_dir(label)
         self.log_path = os.path.join(rundir, "agent.log")
         self._log = open(self.log_path, "ab")
         path = self.netns
@@ -159,6 +189,10 @@ class NetnsInstance(Instance):
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def death(self) -> str | None:
+        code = self.proc.poll()
+        return None if code is None else describe_exit(code)
+
     def _kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -175,8 +209,8 @@ class NetnsInstance(Instance):
 
 def start(spec, runtime: str, label: str, log, client=None, env: dict | None = None) -> Instance:
     if runtime not in spec.runtimes:
-        raise TargetError(f"target {spec.name} runs only with --runtime={' or '.join(spec.runtimes)}"
-                          + (" (no Docker engine answers)" if runtime == "netns" else ""))
+        raise TargetError(f"target {spec.name} runs only with --runtime={' or '.join(spec.runtimes)}, "
+                          f"not {runtime}")
     if runtime == "docker":
         return DockerInstance(client, spec, label, log, env or {})
     return NetnsInstance(spec, label, log)

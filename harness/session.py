@@ -2,6 +2,7 @@
 import itertools
 import os
 import threading
+import time
 
 from . import identity
 from . import lab as lab_mod
@@ -15,6 +16,8 @@ from .target import Target
 
 
 PROBE_SYNS = 3
+# A target that died is started again; a restart that fails is tried again after these pauses (s).
+RESTART_BACKOFF = (0.5, 2.0)
 
 
 def verify_stack(spec, hello, peer: Peer, target: Target, port: int) -> None:
@@ -86,6 +89,17 @@ class Background:
             raise self._out["error"]
         return self._out["value"]
 
+    def discard(self, undo) -> None:
+        """No longer wanted: wait for fn to end (a second interrupt does not stop the wait) and
+        undo(value) what it made."""
+        while self._thread.is_alive():
+            try:
+                self._thread.join()
+            except KeyboardInterrupt:
+                pass
+        if "value" in self._out:
+            undo(self._out.pop("value"))
+
 
 class Session:
     """One target of one worker. `slot` numbers the worker's targets: each gets its own lab,
@@ -102,21 +116,47 @@ class Session:
         self.target_ports = PortPool()
         self.instance = self.lab = self.wire = None
         self._failure: HarnessError | None = None
+        self._started_once = False
         removed = (lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])) if sweep else []
         if removed:
             self.notice(f"removed {len(removed)} leftovers of an earlier killed run: "
                         f"{', '.join(removed[:5])}" + (" ..." if len(removed) > 5 else ""))
 
     def ensure(self) -> None:
-        """Start the target and its lab, or restart them if the target died; a failed start is
-        remembered, so the cases that follow report it at once instead of retrying a broken build."""
+        """Start the target and its lab, or restart them if the target died. A failed first start
+        is remembered, so the cases that follow report it at once instead of retrying a broken
+        build; a failed restart is retried with backoff, and costs the case that needed it only."""
         if self._failure is not None:
             raise self._failure
         if self.instance is not None and self.instance.alive():
             return
+        if not self._started_once:
+            try:
+                self._start()
+            except HarnessError as exc:
+                self._failure = exc
+                raise
+            self._started_once = True
+            return
         if self.instance is not None:
-            self.notice(f"target {self.spec.name} died; restarting it")
+            self.notice(f"target {self.spec.name} died: {self.instance.death() or 'its agent hung up'}; "
+                        "restarting it")
             self.close()
+        began = time.monotonic()
+        for attempt in range(1, len(RESTART_BACKOFF) + 2):
+            try:
+                return self._start()
+            except HarnessError as exc:
+                why = str(exc).splitlines()[0]
+                if attempt > len(RESTART_BACKOFF):
+                    raise TargetError(f"target {self.spec.name} could not be restarted ({attempt} attempts in "
+                                      f"{time.monotonic() - began:.1f} s): {why}") from exc
+                delay = RESTART_BACKOFF[attempt - 1]
+                self.notice(f"restart {attempt} of target {self.spec.name} failed ({why}); "
+                            f"trying again in {delay:g} s")
+                time.sleep(delay)
+
+    def _start(self) -> None:
         try:
             label = f"{self.spec.name}-{self.index}"
             env = lab_mod.Addressing(self.index).stack_env()
@@ -125,8 +165,12 @@ class Session:
             starting = Background(runtime.start, self.spec, self.runtime, label, self.notice, self.client, env)
             try:
                 self.lab = lab_mod.Lab(self.index + 100 * next(_GENERATION), block=self.index).build()
-            finally:
                 self.instance = starting.result()
+            except BaseException:
+                # Interrupted (SIGINT, SIGTERM) or failed while the container starts: what the
+                # start thread still makes is stopped once it has made it.
+                starting.discard(lambda instance: instance.stop())
+                raise
             self.lab.plug_target(self.instance.netns, kernel=self.spec.kernel)
             self.wire = Wire(self.lab)
             # hello comes after the plumbing: a user-space stack attaches to its TAP on it.
@@ -138,10 +182,12 @@ class Session:
         except Exception as exc:
             failure = exc if isinstance(exc, HarnessError) else TargetError(
                 f"could not start target {self.spec.name}: {type(exc).__name__}: {exc}")
-            self._failure = failure
             self.identity = identity.target(self.spec, self.runtime, None, error=str(failure).splitlines()[0])
             self.close()
             raise failure from exc
+        except BaseException:
+            self.close()
+            raise
 
     def new_case(self) -> tuple[Peer, Target]:
         self.ensure()
