@@ -255,6 +255,38 @@ def test_merge_through_the_cli_keeps_each_runs_evidence(tmp_path):
     assert 'href="../evidence/lwip/close--test_a--test_one/capture.pcap"' in page
 
 
+def test_merged_writes_one_results_json_that_loads_keeps_the_evidence_and_serves_as_baseline(tmp_path, capsys):
+    """--merged: the merge of shards from several directories as a results.json of its own, its
+    evidence paths made relative to where it is written, and fit to be the next night's baseline."""
+    whole = small_doc()
+    shards = []
+    for n, (target, part) in enumerate((("linux", slice(0, None, 2)), ("lwip", slice(None)),
+                                        ("linux", slice(1, None, 2)))):  # no pair in two shards
+        run = tmp_path / "shards" / f"results-{target}-{n}"
+        (run / "ev").mkdir(parents=True)
+        (run / "ev" / "capture.pcap").write_bytes(f"{target} {n}".encode())
+        mine = [r for r in whole["results"] if r["target"] == target][part]
+        doc = document([target], [dict(r, evidence={"dir": "ev", "pcap": "ev/capture.pcap"}) for r in mine])
+        shards.append(write(run / "results.json", doc))
+    merged = tmp_path / "night" / "merged" / "results.json"
+    assert main(shards + ["--out", str(tmp_path / "report"), "--merged", str(merged)]) == 0
+
+    doc = load(str(merged))  # validated against the schema on the way in, too
+    assert {(r["case"], r["target"]): r["verdict"] for r in doc["results"]} == \
+        {(r["case"], r["target"]): r["verdict"] for r in whole["results"]}
+    assert sorted(doc["targets"]) == ["linux", "lwip"]
+    for r in doc["results"]:
+        pcap = merged.parent / r["evidence"]["pcap"]
+        assert pcap.read_bytes().startswith(r["target"].encode()), r["evidence"]
+    assert sorted(os.listdir(merged.parent)) == ["results.json"]  # no scratch file left behind
+
+    capsys.readouterr()
+    assert main(shards + ["--out", str(tmp_path / "next"), "--baseline", str(merged)]) == 0
+    page = read(tmp_path / "next" / "index.html")
+    assert "0 changed since baseline" in page
+    assert not [c for c in cells_of(page) if {"delta", "isnew"} & set(c["class"].split())]
+
+
 def test_baseline_marks_a_changed_verdict_and_a_changed_choice_and_nothing_else(tmp_path):
     old = small_doc()
     new = copy.deepcopy(old)
@@ -303,11 +335,13 @@ def bad_inputs(tmp_path) -> dict:
         "other schema": ([write(tmp_path / "v2.json", other)], "not synfin-results/1 (schema 'synfin-results/2')"),
         "bad baseline": ([good, "--baseline", str(tmp_path / "old.json")], "no such file"),
         "unwritable out": ([good, "--out", str(blocker / "site")], "cannot write"),
+        "unwritable merged": ([good, "--merged", str(blocker / "merged.json")], "cannot write"),
+        "merged is a directory": ([good, "--merged", str(tmp_path)], "is a directory"),
     }
 
 
 @pytest.mark.parametrize("which", ["no input", "missing file", "truncated", "other schema", "bad baseline",
-                                   "unwritable out"])
+                                   "unwritable out", "unwritable merged", "merged is a directory"])
 def test_bad_input_exits_4_with_one_line_and_writes_nothing(tmp_path, capsys, which):
     argv, words = bad_inputs(tmp_path)[which]
     out = tmp_path / "out"

@@ -1,14 +1,18 @@
-"""synfin-report RESULTS.json... --out DIR [--baseline OLD.json]: the static HTML report.
+"""synfin-report RESULTS.json... --out DIR [--baseline OLD.json] [--merged OUT.json]: the static
+HTML report.
 
 Exit 0 and print the path of index.html; exit 4 with one line on stderr for input it cannot use
-(a missing, truncated or foreign results.json, an unwritable --out), leaving --out untouched.
+(a missing, truncated or foreign results.json, an unwritable --out or --merged), leaving --out
+and --merged untouched.
 """
 import argparse
+import json
 import os
 import sys
+import tempfile
 
 from .errors import BadInput
-from .load import load, merge, rebase
+from .load import load, merge, rebase, validate
 from .site import write_site
 
 BAD_INPUT = 4  # the harness's exit status for unusable input
@@ -27,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
                         "case and target)")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the site into")
     p.add_argument("--baseline", metavar="OLD.json", help="an older results.json: mark what changed since")
+    p.add_argument("--merged", metavar="OUT.json",
+                   help="also write the merged document there (a results.json of its own, e.g. the next "
+                        "run's --baseline); its evidence paths point at the inputs' evidence")
     return p
 
 
@@ -40,15 +47,43 @@ def _inputs(paths: list[str]) -> tuple[dict, str]:
     return merge([rebase(d, here, root) if here != root else d for d, here in zip(docs, dirs)]), root
 
 
+def _stage_merged(doc: dict, root: str, path: str) -> str:
+    """The merged document, validated and written beside `path` under a temporary name (renamed
+    into place once the site is written, so a refusal leaves neither behind)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise BadInput(f"{path}: is a directory (--merged names the file to write)")
+    here = os.path.dirname(path)
+    doc = rebase(doc, root, here) if here != root else doc
+    validate(doc, "the merged document")  # the next run reads it as a baseline: it must load
+    try:
+        os.makedirs(here, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=here)
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot write there ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc, separators=(",", ":")) + "\n")  # compact, as the run writes it
+    return tmp
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    staged = None
     try:
         doc, root = _inputs(args.results)
         baseline = load(args.baseline) if args.baseline else None
+        if args.merged:
+            staged = _stage_merged(doc, root, args.merged)
         write_site(doc, args.out, baseline=baseline, results_dir=root)
+        if staged:
+            os.replace(staged, os.path.abspath(args.merged))
+            staged = None
     except BadInput as exc:
         print(f"synfin-report: {exc}", file=sys.stderr)
         return BAD_INPUT
+    finally:
+        if staged:
+            os.unlink(staged)
     print(os.path.join(os.path.abspath(args.out), "index.html"))
     return 0
 
