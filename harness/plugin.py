@@ -720,4 +720,6 @@ def pytest_report_teststatus(report, config):
     verdict = getattr(report, "synfin_verdict", None)
     if verdict and (report.when == "call" or verdict == "ERROR"):
         return STATUS[verdict]
+    if report.when == "???" and report.failed:  # pytest-xdist: the worker died mid-case (Results)
+        return STATUS["ERROR"]
     return None
