@@ -37,7 +37,7 @@ def test_after_that(lab):
 
 # Kills the target of the case it is called in: the agent process (bare namespace) or the container.
 KILL = """
-import threading
+import threading, time
 
 def kill_target(lab, after=0.0):
     instance = lab.session.instance
