@@ -14,6 +14,18 @@ from harness.segments import Seg
 """
 
 
+def passive_opens(*names: str) -> str:
+    """Case source: one case per name, each a passive open that passes on every stack."""
+    return "".join(f"""
+
+@requirement("R9293-3.10.7.2/third", "MUST")
+def {name}(lab):
+    port = lab.port()
+    lab.target.listen(port)
+    lab.peer.connect(port)
+""" for name in names)
+
+
 def records(results, target: str = "linux") -> dict[str, dict]:
     """One target's records of a run's results.json, by case id (empty if the run wrote none)."""
     path = os.path.join(str(results), "results.json")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from suite import ROOT, run_cases
+from suite import ROOT, passive_opens, run_cases
 
 from harness import runtime
 
@@ -13,20 +13,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs r
 DOCKER = runtime.docker_client()[0] is not None
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent.sock"}
 
-PASSING = """
-@requirement("R9293-3.10.7.2/third", "MUST")
-def test_one(lab):
-    port = lab.port()
-    lab.target.listen(port)
-    lab.peer.connect(port)
-
-
-@requirement("R9293-3.10.7.2/third", "MUST")
-def test_two(lab):
-    port = lab.port()
-    lab.target.listen(port)
-    lab.peer.connect(port)
-"""
+PASSING = passive_opens("test_one", "test_two")
 
 
 def said(proc) -> list[str]:
@@ -147,7 +134,7 @@ def test_a_notice_starts_a_line_of_its_own(tmp_path):
 def test_three_kills(lab):
     os.kill(lab.session.instance.proc.pid, signal.SIGKILL)
     lab.session.instance.proc.wait()
-""" + PASSING.replace("test_one", "test_four").replace("test_two", "test_five"))
+""" + passive_opens("test_four", "test_five"))
     none = tmp_path / "none"
     none.mkdir()
     # stdout and stderr on one terminal, as a user sees them

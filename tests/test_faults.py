@@ -6,7 +6,7 @@ verdicts from its results.json.
 import os
 
 import pytest
-from suite import run_cases
+from suite import passive_opens, run_cases
 
 from harness import runtime
 
@@ -14,13 +14,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs r
 needs_docker = pytest.mark.skipif(runtime.docker_client()[0] is None, reason="needs a Docker engine")
 
 
-PASSING = """
-@requirement("R9293-3.10.7.2/third", "MUST")
-def test_after(lab):
-    port = lab.port()
-    lab.target.listen(port)
-    lab.peer.connect(port)
-"""
+PASSING = passive_opens("test_after")
 
 
 @needs_docker
