@@ -84,6 +84,7 @@ class AgentClient:
         log_tail: Optional[Callable[[], str]] = None,
         default_timeout: float = 5.0,
         exit_code: Optional[Callable[[float], Optional[int]]] = None,
+        paced: Optional[tuple[int, float]] = None,
     ):
         if isinstance(channel, socket.socket):
             self._sock = channel
@@ -96,6 +97,9 @@ class AgentClient:
             os.set_blocking(self._rfd, False)
             os.set_blocking(self._wfd, False)
         self.name = name
+        # (bytes, seconds): a channel that loses what its reader has not taken (a serial line's
+        # 4 KiB input buffer) gets at most that many bytes per pause.
+        self._paced = paced
         self.default_timeout = default_timeout
         self._log_tail = log_tail
         self._exit_code = exit_code
@@ -315,9 +319,12 @@ class AgentClient:
     def _write(self, data: bytes, deadline: float) -> None:
         limit = deadline - time.monotonic()
         view = memoryview(data)
+        chunk, pause = self._paced or (len(data), 0.0)
         while view:
+            if pause and len(view) < len(data):
+                time.sleep(pause)
             try:
-                view = view[os.write(self._wfd, view):]
+                view = view[os.write(self._wfd, view[:chunk]):]
             except BlockingIOError:
                 self._wait_fd(self._wfd, select.POLLOUT, deadline, limit)
             except OSError as exc:

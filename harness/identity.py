@@ -59,8 +59,10 @@ def target(spec, runtime: str | None, hello: dict | None, instance=None, expecta
     if instance is not None and spec.verdict_sysctls:
         for name in spec.verdict_sysctls:
             try:
-                sysctls[name] = " ".join(netns.sysctl(instance.netns, name).split())
-            except OSError:
+                value = (instance.agent.call("sysctl", name=name)["value"] if spec.sysctl_via_agent
+                         else netns.sysctl(instance.netns, name))  # a guest kernel's are its own
+                sysctls[name] = " ".join(value.split())
+            except Exception:
                 sysctls[name] = "n/a"
     return {
         "name": spec.name, "description": spec.description,

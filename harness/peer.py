@@ -83,11 +83,14 @@ class Framer:
 class Wire:
     """The peer's side of a lab link."""
 
-    def __init__(self, lab):
+    def __init__(self, lab, link=None):
+        """`link`: a socket carrying one Ethernet frame per message (a user-mode kernel's); by
+        default a packet socket on the lab's veth, filtered to the target's frames."""
         self.addr = lab.addr
         target = lab.addr.target_ip
         try:
-            self.sock = rawsock.open_in(lab.peer_netns_path(), lab.peer_if, f"(tcp or arp) and src host {target}")
+            self.sock = link if link is not None else rawsock.open_in(
+                lab.peer_netns_path(), lab.peer_if, f"(tcp or arp) and src host {target}")
         except Exception as exc:
             raise LabError(f"could not open the peer socket on {lab.peer_if}: {exc}") from exc
         self.frame = Framer(self.addr).frame

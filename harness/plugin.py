@@ -134,6 +134,13 @@ def _preflight(config, names: list[str]) -> None:
     if missing:
         raise synfin(f"needs {' and '.join(missing)} to build its labs and send raw segments; "
                      "run it as root", returncode=EXIT_USAGE)
+    for name in names:
+        sandbox = targets.get(name).sandbox
+        if sandbox:
+            from . import sandbox as runsc, uml
+            why = {"runsc": runsc, "uml": uml}[sandbox].available()
+            if why:
+                raise synfin(f"target {name}: {why}", returncode=EXIT_INCOMPLETE)
     requested = config.getoption("--runtime")
     docker_only = [n for n in names if "netns" not in targets.get(n).runtimes]
     if requested == "netns" and docker_only:

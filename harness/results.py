@@ -155,11 +155,8 @@ class Results:
 
     def _sweep(self) -> None:
         """A dead worker's labs and containers (their owner is gone): removed now, not by the next run."""
-        from . import lab, runtime
-        client = runtime.docker_client()[0]
-        lab.sweep()
-        if client is not None:
-            runtime.sweep_containers(client)
+        from . import runtime
+        runtime.sweep(runtime.docker_client()[0])
 
     def _write_report(self, doc: dict, where: str) -> None:
         from .report import BadInput, write_site

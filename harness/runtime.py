@@ -37,6 +37,9 @@ class Instance:
     def alive(self) -> bool:
         raise NotImplementedError
 
+    def launch(self) -> None:
+        """Once the lab's link is in the target's namespace (a sandbox takes it over then)."""
+
     def death(self) -> str | None:
         """How the target ended ("killed by SIGKILL (exit code 137)"), or None while it runs."""
         raise NotImplementedError
@@ -208,12 +211,25 @@ class NetnsInstance(Instance):
 
 
 def start(spec, runtime: str, label: str, log, client=None, env: dict | None = None) -> Instance:
+    if spec.sandbox == "runsc":  # its own launcher, with or without an engine
+        from .sandbox import RunscInstance
+        return RunscInstance(spec, label, log)
+    if spec.sandbox == "uml":
+        from .uml import UmlInstance
+        return UmlInstance(spec, label, log, env or {})
     if runtime not in spec.runtimes:
         raise TargetError(f"target {spec.name} runs only with --runtime={' or '.join(spec.runtimes)}, "
                           f"not {runtime}")
     if runtime == "docker":
         return DockerInstance(client, spec, label, log, env or {})
     return NetnsInstance(spec, label, log)
+
+
+def sweep(client) -> list[str]:
+    """Everything of synfin runs whose process is gone: sandboxes first (their state lives in the
+    run directories lab.sweep() removes), then namespaces, links, folders, containers."""
+    from . import sandbox
+    return sandbox.sweep() + lab_mod.sweep() + (sweep_containers(client) if client else [])
 
 
 def sweep_containers(client) -> list[str]:

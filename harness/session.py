@@ -25,6 +25,9 @@ def verify_stack(spec, hello, peer: Peer, target: Target, port: int) -> None:
     probe carries the stack's own signature (not that of a kernel answering in its name)."""
     if hello.get("stack") != spec.name:
         raise TargetError(f"the agent reports stack {hello.get('stack')!r}, not {spec.name!r}")
+    if not str(hello.get("version", "")).startswith(spec.version_prefix):
+        raise TargetError(f"the agent reports version {hello.get('version')!r}, not {spec.version_prefix}*: "
+                          "another kernel answers in its name")
     listener = target.listen(port)
     conn = peer.connection(port)
     # A stack just up may lose its very first segment (seen with lwIP about once in 20 starts):
@@ -110,6 +113,8 @@ class Session:
         self.notice = notice
         self.spec = targets.get(target_name)
         self.runtime, self.client = choose_runtime(requested_runtime, notice)
+        if self.spec.sandbox:  # it runs in its sandbox whatever the runtime (the engine still sweeps)
+            self.runtime = self.spec.sandbox
         self.index = worker_index() if slot is None else slot
         self.identity: dict | None = None  # set once the stack is up (harness/identity.py)
         self.peer_ports = PortPool()
@@ -117,7 +122,7 @@ class Session:
         self.instance = self.lab = self.wire = None
         self._failure: HarnessError | None = None
         self._started_once = False
-        removed = (lab_mod.sweep() + (runtime.sweep_containers(self.client) if self.client else [])) if sweep else []
+        removed = runtime.sweep(self.client) if sweep else []
         if removed:
             self.notice(f"removed {len(removed)} leftovers of an earlier killed run: "
                         f"{', '.join(removed[:5])}" + (" ..." if len(removed) > 5 else ""))
@@ -171,11 +176,17 @@ class Session:
                 # start thread still makes is stopped once it has made it.
                 starting.discard(lambda instance: instance.stop())
                 raise
-            self.lab.plug_target(self.instance.netns, kernel=self.spec.kernel)
-            self.wire = Wire(self.lab)
-            # hello comes after the plumbing: a user-space stack attaches to its TAP on it.
-            hello = self.instance.agent.call("hello", timeout=self.spec.timing.startup)
-            self.lab.carrier_up(self.instance.netns, kernel=self.spec.kernel)
+            if self.spec.wire == "bess":  # the guest's frames come on a socket of its own: no link
+                self.instance.launch(self.lab.addr.target_mac, self.lab.addr.target_ip)
+                self.wire = Wire(self.lab, link=self.instance.link)
+                hello = self.instance.agent.call("hello", timeout=self.spec.timing.startup)
+            else:
+                self.lab.plug_target(self.instance.netns, kernel=self.spec.kernel)
+                self.instance.launch()
+                self.wire = Wire(self.lab)
+                # hello comes after the plumbing: a user-space stack attaches to its TAP on it.
+                hello = self.instance.agent.call("hello", timeout=self.spec.timing.startup)
+                self.lab.carrier_up(self.instance.netns, kernel=self.spec.kernel)
             verify_stack(self.spec, hello, Peer(self.wire, self.spec.timing, self.peer_ports),
                          Target(self.spec, self.instance, self.lab.addr), self.target_ports.next())
             self.identity = identity.target(self.spec, self.runtime, hello, self.instance)

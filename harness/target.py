@@ -158,14 +158,26 @@ class Target:
         """Read, or set for this case only, a sysctl of the target's own namespace."""
         self.require("sysctl")
         if value is not None and name not in self._sysctl_saved:
-            self._sysctl_saved[name] = netns.sysctl(self.instance.netns, name)
-        now = netns.sysctl(self.instance.netns, name, value)
+            self._sysctl_saved[name] = self._sysctl(name)
+        now = self._sysctl(name, value)
         shown = " ".join(now.split())  # "32768\t60999" reads as "32768 60999"
         if value is not None:
             self.settings[name] = f"{shown} (set by the case; was {' '.join(self._sysctl_saved[name].split())})"
         else:
             self.settings.setdefault(name, shown)
         return now
+
+    def _sysctl(self, name: str, value=None) -> str:
+        """A setting this kernel does not have (added in a later line) makes the case UNSUPPORTED."""
+        try:
+            if self.spec.sysctl_via_agent:  # a kernel of its own: only its agent reaches its /proc/sys
+                args = {"name": name} if value is None else {"name": name, "value": value}
+                return self.instance.agent.call("sysctl", **args)["value"]
+            return netns.sysctl(self.instance.netns, name, value)
+        except (FileNotFoundError, OpError) as exc:
+            if isinstance(exc, OpError) and exc.errno != "ENOENT":
+                raise
+            raise Unsupported(f"target {self.name} has no setting {name} (this kernel predates it)") from None
 
     # -- between cases --------------------------------------------------------------------
     def reset(self) -> None:
@@ -179,5 +191,5 @@ class Target:
         self.instance.agent.call_many(calls)  # a socket already gone answers EBADF: nothing to undo
         self._open.clear()
         for name, value in self._sysctl_saved.items():
-            netns.sysctl(self.instance.netns, name, value)
+            self._sysctl(name, value)
         self._sysctl_saved.clear()

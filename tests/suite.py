@@ -46,7 +46,7 @@ def run_suite(results, *args, cases=("cases/",), target: str = "linux", fault: s
     return proc, records(results, target)
 
 
-def run_cases(tmp_path, body: str, *args, env=None, timeout=120, extra=""):
+def run_cases(tmp_path, body: str, *args, env=None, timeout=120, extra="", target: str = "linux"):
     """A small case file written for the test, run through pytest: (process, records by test name)."""
     cases = tmp_path / "cases"
     cases.mkdir(exist_ok=True)
@@ -60,4 +60,4 @@ def run_cases(tmp_path, body: str, *args, env=None, timeout=120, extra=""):
            f"--rootdir={tmp_path}", f"--results={results}", f"--expectations={none}", "-q", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
-    return proc, {case.rsplit("::", 1)[1]: r for case, r in records(results).items()}
+    return proc, {case.rsplit("::", 1)[1]: r for case, r in records(results, target).items()}

@@ -1,5 +1,6 @@
 """Nothing synfin makes outlives it: normal exit, SIGTERM, and SIGKILL followed by a later run's sweep."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 from pyroute2 import IPRoute, netns as pr_netns
 
 from harness import lab as lab_mod
+from harness import sandbox
 from harness import runtime
 from harness.cleanup import owner_prefix
 
@@ -21,7 +23,7 @@ import sys, time
 from harness.cleanup import REGISTRY
 from harness.session import Session
 REGISTRY.install()
-s = Session("linux", sys.argv[1])
+s = Session(sys.argv[3] if len(sys.argv) > 3 else "linux", sys.argv[1])
 s.ensure()
 print("ready", flush=True)
 if sys.argv[2] == "exit":
@@ -38,6 +40,7 @@ def runtimes():
 def leftovers(pid: int) -> list[str]:
     prefix = owner_prefix(pid)
     found = [f"netns {n}" for n in pr_netns.listnetns() if n.startswith(prefix + "-")]
+    found += [f"process {p}" for p in sandbox_processes(pid)]
     with IPRoute() as ip:
         found += [f"link {l.get_attr('IFLA_IFNAME')}" for l in ip.get_links()
                   if l.get_attr("IFLA_IFNAME").startswith(prefix)]
@@ -49,8 +52,12 @@ def leftovers(pid: int) -> list[str]:
     return found
 
 
-def start_child(rt: str, mode: str = "wait") -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, rt, mode], cwd=ROOT, stdout=subprocess.PIPE,
+def sandbox_processes(owner: int) -> list[int]:
+    return sandbox.processes(f"{lab_mod.RUN_ROOT}/{owner_prefix(owner)}-")
+
+
+def start_child(rt: str, mode: str = "wait", target: str = "linux") -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, rt, mode, target], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if line.strip() != "ready":
@@ -110,3 +117,22 @@ def test_sweep_leaves_a_live_runs_objects_alone():
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
     assert wait_gone(proc.pid, timeout=2) == []
+
+
+@pytest.mark.parametrize("target,tool", [("linux-6.1", "linux.uml")])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_sandbox_or_user_mode_kernel_never_outlives_its_run(sig, target, tool):
+    if shutil.which(tool) is None:
+        pytest.skip(f"needs {tool}")
+    proc = start_child("netns", target=target)
+    try:
+        assert sandbox_processes(proc.pid), "the sandbox's processes must be seen while the run lives"
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+        client = runtime.docker_client()[0]
+        if sig == signal.SIGKILL:
+            runtime.sweep(client)
+        assert wait_gone(proc.pid, timeout=5) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -4,6 +4,7 @@ ERROR record in results.json (never a FAIL charged to the stack), and nothing le
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def fail_starts(n, why):
 # Every kind of target: a kernel in a bare namespace, a kernel in a container, user-space stacks
 # on a TAP in a container (each dies differently: the namespace or the TAP goes with it).
 KINDS = [("linux", "netns")] + ([("linux", "docker"), ("lwip", "docker"), ("smoltcp", "docker"),
-                                 ("pytcp", "docker")] if DOCKER else [])
+                                 ("pytcp", "docker")] if DOCKER else []) + (
+    # a kernel of its own, as a process: the frame socket dies with it
+    [("linux-6.1", "netns")] if shutil.which("linux.uml") else [])
 
 
 def by_case(tmp_path, target):

@@ -76,3 +76,9 @@ def test_the_first_syn_after_a_start_is_answered(monkeypatch):
             s.close()
     finally:
         s.close()
+
+
+def test_an_agent_reporting_another_kernel_version_stops_the_run(monkeypatch):
+    # linux-6.1's guard: the host's kernel (not 6.0) answering in the name of a kernel line
+    with pytest.raises(TargetError, match=r"the agent reports version '.*', not 6\.0\.\*: another kernel"):
+        start_with(monkeypatch, version_prefix="6.0.")

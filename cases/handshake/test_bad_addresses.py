@@ -17,6 +17,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from harness import rawsock
+from harness.errors import Unsupported
 from harness.markers import requirement
 from harness.peer import Frame, Mismatch
 from harness.segments import Seg, describe, flag_words, seq_add, seq_diff
@@ -31,6 +32,9 @@ class _Elsewhere:
 
     def __init__(self, lab, conn):
         self.lab = lab
+        if lab.session.spec.wire != "veth":
+            raise Unsupported("the answers sent elsewhere are watched by a second packet socket on the lab's "
+                              f"veth; target {lab.target.name}'s frames travel on one socket of its own")
         addr = lab.peer.addr
         link = lab.session.lab
         bpf = (f"tcp dst port {conn.sport} and ether src {addr.target_mac} "
@@ -174,7 +178,7 @@ def test_syn_from_invalid_source_address_is_ignored(lab, source):
     # Linux checks a source against its routes (a broadcast route fails it) only with reverse-path
     # filtering on: the larger of the two values applies.
     lab.setting("net.ipv4.conf.all.rp_filter")
-    lab.setting("net.ipv4.conf.eth0.rp_filter")
+    lab.setting(f"net.ipv4.conf.{lab.session.spec.ifname}.rp_filter")
     port = lab.port()
     lab.target.listen(port)
     conn = lab.peer.connection(port)

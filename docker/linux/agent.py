@@ -25,7 +25,9 @@ sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "
 from agentkit import (DEFAULT_TIMEOUT, OPS, Failure, Log, arg, failed, malformed, parse_request,  # noqa: E402
                       private_stdout, reply_line, succeeded, unix_channel)
 
-STACK = "linux"
+# The same agent drives Linux-compatible kernels that are not the host's (gVisor's netstack):
+# the harness names the stack it starts.
+STACK = os.environ.get("SYNFIN_STACK", "linux")
 
 # Linux include/net/tcp_states.h -> RFC 9293 names.
 TCP_STATES = {
@@ -130,6 +132,31 @@ def diag(family, dump, sport=0, dport=0, src=b"", dst=b""):
                 off += (length + 3) & ~3
 
 
+def proc_net_tcp():
+    """TCP sockets from /proc/net/tcp and tcp6, as diag() gives them: for a kernel without
+    NETLINK_SOCK_DIAG (gVisor)."""
+    out = []
+    for family, name, size in ((socket.AF_INET, "tcp", 4), (socket.AF_INET6, "tcp6", 16)):
+        try:
+            with open(f"/proc/net/{name}") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            ends = []
+            for end in fields[1:3]:
+                addr, port = end.split(":")
+                raw = bytes.fromhex(addr)
+                # The kernel prints each 32-bit word of the address in host order.
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+                ends.append((socket.inet_ntop(family, raw), int(port, 16)))
+            out.append((int(fields[3], 16), ends[0], ends[1]))
+    return out
+
+
 class Job:
     def __init__(self, op):
         self.op = op
@@ -146,6 +173,7 @@ class Agent:
         self.next_sock = 1
         self.next_job = 1
         self.ops = {op: getattr(self, f"op_{op}") for op in OPS}
+        self.no_diag = False  # a kernel without NETLINK_SOCK_DIAG: conns from /proc/net/tcp
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -373,23 +401,35 @@ class Agent:
         info = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, 8)
         return {"state": TCP_STATES.get(info[0], f"UNKNOWN-{info[0]}")}
 
+    @staticmethod
+    def diagnosed(want_local, want_remote, local_addr, remote_addr):
+        if None not in (want_local, want_remote, local_addr, remote_addr):
+            family = family_of(local_addr)
+            return diag(family, False, want_local, want_remote, socket.inet_pton(family, local_addr),
+                        socket.inet_pton(family, remote_addr))
+        found = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                found += diag(family, True)
+            except OSError as exc:
+                if exc.errno not in (errno.EAFNOSUPPORT, errno.EINVAL, errno.ENOENT):
+                    raise  # a kernel without IPv6 has no table for it
+        return found
+
     def op_conns(self, args):
         want_local = arg(args, "local_port", int, None)
         want_remote = arg(args, "remote_port", int, None)
         local_addr = arg(args, "local_addr", str, None)
         remote_addr = arg(args, "remote_addr", str, None)
-        if None not in (want_local, want_remote, local_addr, remote_addr):
-            family = family_of(local_addr)
-            found = diag(family, False, want_local, want_remote, socket.inet_pton(family, local_addr),
-                         socket.inet_pton(family, remote_addr))
-        else:
-            found = []
-            for family in (socket.AF_INET, socket.AF_INET6):
-                try:
-                    found += diag(family, True)
-                except OSError as exc:
-                    if exc.errno not in (errno.EAFNOSUPPORT, errno.EINVAL, errno.ENOENT):
-                        raise  # a kernel without IPv6 has no table for it
+        found = None
+        try:
+            found = None if self.no_diag else self.diagnosed(want_local, want_remote, local_addr, remote_addr)
+        except OSError as exc:
+            if exc.errno != errno.EPROTONOSUPPORT:
+                raise
+            self.no_diag = True
+        if found is None:
+            found = proc_net_tcp()
         conns = [{"local": list(local), "remote": list(remote), "state": TCP_STATES.get(state, f"UNKNOWN-{state}")}
                  for state, local, remote in found
                  if (want_local is None or local[1] == want_local) and (want_remote is None or remote[1] == want_remote)]

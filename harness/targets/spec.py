@@ -27,6 +27,19 @@ class TargetSpec:
     agent_on_host: str = "agent.py"
     # The settings of the target's namespace that change verdicts: recorded in its identity.
     verdict_sysctls: tuple = ()
+    # A sandbox the stack runs in whatever the runtime ("runsc": gVisor, harness/sandbox.py;
+    # "uml": a user-mode Linux kernel, harness/uml.py).
+    sandbox: str | None = None
+    # How its frames reach the peer: "veth" (a packet socket on the lab's link) or "bess" (a
+    # SEQPACKET socket the target's own process connects to: no kernel on the path).
+    wire: str = "veth"
+    # The kernel's sysctls are the stack's own, read and set through the agent (not from the
+    # host side of a namespace).
+    sysctl_via_agent: bool = False
+    # The agent's hello must report a version that starts so (the kernel under test, not another).
+    version_prefix: str = ""
+    memory: str = "64M"  # a user-mode kernel's memory
+    ifname: str = "eth0"  # the stack's interface on the lab link, as its sysctls name it
 
     @property
     def image_dir(self) -> str:

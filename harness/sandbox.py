@@ -1,0 +1,192 @@
+"""A target inside gVisor: Debian's runsc runs the Linux agent in a sandbox whose network stack
+is gVisor's netstack, on the lab's veth end in a namespace of the target's own.
+
+runsc 0.0~20221219 takes every namespace for the root one on kernels where
+/proc/sys/net/core/rmem_default exists in all of them (its isRootNS() test), and refuses
+--network=sandbox; a tmpfs over /proc/sys/net/core in a private mount namespace of the launcher
+hides the file from that test alone. GSO stays off (with it the peer would receive
+super-segments with bad TCP checksums). The sandbox's root is the host's own file system, read
+only: the agent is docker/linux/agent.py run by the host's python3, inside the sandbox.
+"""
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+from . import lab as lab_mod
+from .agent import AgentClient
+from .cleanup import REGISTRY, owner_alive, owner_of, owner_prefix
+from .errors import TargetError
+from .runtime import Instance, describe_exit
+from .targets.spec import DOCKER_DIR
+
+RUNSC = "runsc"
+# The launcher's own mount namespace: proc mounted afresh, its net/core hidden from runsc's test.
+HIDE_ROOT_TEST = ('mount -t proc -o nosuid,nodev,noexec proc /proc && mount -t tmpfs synfin /proc/sys/net/core '
+                  '&& exec "$@"')
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    os.setsid()  # its own group: stopped as one, whatever the harness's group receives
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def available() -> str | None:
+    """Why gVisor cannot run here, or None."""
+    if shutil.which(RUNSC) is None:
+        return "runsc is not installed (Debian's runsc package: bin/setup installs it)"
+    return None
+
+
+def _config(agent: str, netns_path: str, stack: str) -> dict:
+    """An OCI runtime spec: the agent on stdin/stdout, the host's root read only, the target's
+    network namespace."""
+    return {
+        "ociVersion": "1.0.0",
+        "process": {
+            "terminal": False, "user": {"uid": 0, "gid": 0},
+            "args": ["/usr/bin/python3", "-u", agent],
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"SYNFIN_STACK={stack}", "PYTHONDONTWRITEBYTECODE=1"],
+            "cwd": "/",
+            "capabilities": {k: ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"]
+                             for k in ("bounding", "effective", "permitted")},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "/", "readonly": True},
+        "hostname": "synfin-gvisor",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs"},
+        ],
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                                 {"type": "network", "path": netns_path}]},
+    }
+
+
+class RunscInstance(Instance):
+    """The sandbox is launched only once the lab's link is in its namespace (launch()): runsc
+    takes over the interface it finds there, address and routes, and removes them from the
+    namespace's kernel, which then cannot answer in the stack's name."""
+
+    def __init__(self, spec, label: str, log):
+        why = available()
+        if why:
+            raise TargetError(f"target {spec.name}: {why}")
+        self.spec = spec
+        self.name = f"{owner_prefix()}-{label}"
+        self.netns, self._netns_undo = lab_mod.create_netns(f"{owner_prefix()}-t{label.rsplit('-', 1)[-1]}")
+        self.rundir = lab_mod.run_dir(label)
+        self.state = os.path.join(self.rundir, "runsc")
+        self.bundle = os.path.join(self.rundir, "bundle")
+        os.makedirs(self.state, exist_ok=True)
+        os.makedirs(self.bundle, exist_ok=True)
+        self.log_path = os.path.join(self.rundir, "agent.log")
+        self._log = open(self.log_path, "ab")
+        self.proc = None
+        self.agent = None
+        self._undo = REGISTRY.add(f"sandbox {self.name}", self._kill)
+
+    def launch(self) -> None:
+        agent = os.path.join(DOCKER_DIR, "linux", "agent.py")
+        with open(os.path.join(self.bundle, "config.json"), "w") as f:
+            json.dump(_config(agent, self.netns, self.spec.name), f)
+        runsc = [RUNSC, "--root", self.state, "--network=sandbox", "--platform=ptrace", "--gso=false",
+                 "--software-gso=false", "--ignore-cgroups", "run", "--bundle", self.bundle, self.name]
+        cmd = ["nsenter", f"--net={self.netns}", "unshare", "-m", "--propagation", "private",
+               "sh", "-c", HIDE_ROOT_TEST, "sh", *runsc]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     preexec_fn=_die_with_parent, close_fds=True)
+        self.agent = AgentClient.over_process(self.proc, name=f"{self.spec.name} agent", log_tail=self.log_tail)
+
+    def log_marker(self):
+        return os.path.getsize(self.log_path)
+
+    def log_since(self, marker) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(marker)
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with open(self.log_path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def death(self) -> str | None:
+        code = self.proc.poll() if self.proc is not None else None
+        return None if code is None else describe_exit(code)
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # launcher, gofer and sandbox together
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        forget(self.state, self.name)
+        self._log.close()
+
+    def stop(self) -> None:
+        try:
+            if self.agent is not None:
+                self.agent.close()
+        finally:
+            REGISTRY.run(self._undo)
+            REGISTRY.run(self._netns_undo)
+
+
+def forget(state: str, name: str) -> None:
+    """runsc keeps a killed sandbox listed (and, killed during its start, a lock file): delete
+    it and its state folder."""
+    subprocess.run([RUNSC, "--root", state, "delete", "-force", name], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=20)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def processes(prefix: str) -> list[int]:
+    """Live processes whose command line names a path that starts with `prefix` (a sandbox's
+    launcher, gofer and sentry all carry its state folder in theirs)."""
+    mark = prefix.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if mark not in f.read():
+                    continue
+            with open(f"/proc/{entry}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
+
+
+def sweep() -> list[str]:
+    """Processes of runs whose process is gone, before lab.sweep() removes their folders: a
+    sandbox or a user-mode kernel dies with the run (PR_SET_PDEATHSIG), but whatever still runs
+    with a dead run's folder on its command line is ended by its pid (never by what runsc's state
+    lists: a stopped sandbox is listed with pid -1, and kill(-1) signals every process)."""
+    removed = []
+    root = lab_mod.RUN_ROOT
+    for entry in os.listdir(root) if os.path.isdir(root) else ():
+        pid = owner_of(entry, run_dir=True)
+        where = os.path.join(root, entry)
+        if pid is None or owner_alive(pid):
+            continue
+        for leftover in processes(where + "/"):
+            if leftover > 1:
+                try:
+                    os.kill(leftover, signal.SIGKILL)
+                    removed.append(f"process {leftover} of {entry}")
+                except ProcessLookupError:
+                    pass
+        shutil.rmtree(os.path.join(where, "runsc"), ignore_errors=True)
+    return removed
