@@ -119,7 +119,7 @@ def test_sweep_leaves_a_live_runs_objects_alone():
     assert wait_gone(proc.pid, timeout=2) == []
 
 
-@pytest.mark.parametrize("target,tool", [("linux-6.1", "linux.uml")])
+@pytest.mark.parametrize("target,tool", [("gvisor", "runsc"), ("linux-6.1", "linux.uml")])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_sandbox_or_user_mode_kernel_never_outlives_its_run(sig, target, tool):
     if shutil.which(tool) is None:

@@ -55,7 +55,8 @@ def fail_starts(n, why):
 KINDS = [("linux", "netns")] + ([("linux", "docker"), ("lwip", "docker"), ("smoltcp", "docker"),
                                  ("pytcp", "docker")] if DOCKER else []) + (
     # a kernel of its own, as a process: the frame socket dies with it
-    [("linux-6.1", "netns")] if shutil.which("linux.uml") else [])
+    [("linux-6.1", "netns")] if shutil.which("linux.uml") else []) + (
+    [("gvisor", "netns")] if shutil.which("runsc") else [])
 
 
 def by_case(tmp_path, target):

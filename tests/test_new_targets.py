@@ -8,6 +8,7 @@ from suite import run_cases
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs root")
 needs_uml = pytest.mark.skipif(shutil.which("linux.uml") is None, reason="needs user-mode-linux")
+needs_runsc = pytest.mark.skipif(shutil.which("runsc") is None, reason="needs runsc (gVisor)")
 
 OPEN_AND_SET = """
 @requirement("R9293-3.10.7.2/third", "MUST")
@@ -35,3 +36,21 @@ def test_linux_6_1_is_its_own_kernel_on_its_own_wire(tmp_path):
     assert flags[:3] == ["SYN", "SYN,ACK", "ACK"], flags
     evidence = tmp_path / "results" / verdicts["test_setting_put_back"]["evidence"]["pcap"]
     assert evidence.stat().st_size > 24 + 3 * 16
+
+
+@needs_runsc
+def test_gvisor_answers_from_its_sandbox_with_the_namespace_kernel_silent(tmp_path):
+    proc, verdicts = run_cases(tmp_path, """
+        import subprocess
+
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_open(lab):
+            lab.passive_open()
+            # runsc took the address over: the namespace's own kernel holds none to answer with
+            shown = subprocess.run(["nsenter", f"--net={lab.session.instance.netns}", "ip", "-4", "addr"],
+                                   capture_output=True, text=True).stdout
+            lab.note("lab_address_in_namespace", lab.target.ip in shown)
+        """, "--target=gvisor", timeout=120, target="gvisor")
+    record = verdicts["test_open"]
+    assert record["verdict"] == "PASS", proc.stdout[-3000:]
+    assert record["notes"]["lab_address_in_namespace"] == "False"
