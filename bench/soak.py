@@ -8,8 +8,9 @@ pytest arguments (its output in DIR/<t>/run-K.log). The outcome of a case is its
 that decided it and the choices it recorded; a case whose outcome is not the same in every run is
 reported with each outcome, its message and the runs that showed it. `--load` keeps every core but
 one busy with busy-loop processes of its own for the whole soak (stopped by pid at the end, on
-Ctrl-C too; they die with the soak even if it is killed). A benchmark prints: the exit code is
-non-zero only when a run left no readable results.json, never because of what the runs found.
+Ctrl-C too; they die with the soak even if it is killed). A benchmark prints: the exit code is 2
+when a run left no readable results.json (4 for a usage error), never because of what the runs
+found.
 """
 import argparse
 import ctypes
@@ -25,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from harness.report.errors import BadInput  # noqa: E402
 from harness.report.load import load  # noqa: E402
+from harness.targets import parse_list  # noqa: E402
 
-TARGETS = ("linux", "lwip", "smoltcp", "pytcp")
 PR_SET_PDEATHSIG = 1
 
 
@@ -109,6 +110,11 @@ class Load:
 
 
 # -- the runs ------------------------------------------------------------------------------
+def _interruptible() -> None:
+    # A shell starts a background job with SIGINT ignored, and exec keeps it so: pytest must see it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def one_run(target: str, where: str, extra: list[str]) -> tuple[float, int, dict | None, str]:
     """(wall seconds, pytest's exit code, the results document or None, why it could not be read)."""
     cmd = [os.path.join(ROOT, ".venv", "bin", "pytest"), "cases/", f"--target={target}", f"--results={where}",
@@ -121,7 +127,7 @@ def one_run(target: str, where: str, extra: list[str]) -> tuple[float, int, dict
         # A group of its own: Ctrl-C reaches the soak alone, which hands pytest one SIGINT and
         # waits for it to clean up its labs (a second SIGINT could cut that cleanup short).
         proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                process_group=0)
+                                process_group=0, preexec_fn=_interruptible)
         try:
             code = proc.wait()
         except KeyboardInterrupt:
@@ -140,12 +146,13 @@ def soak(target: str, runs: int, directory: str, extra: list[str]) -> bool:
     docs, walls, codes = [], [], []
     os.makedirs(os.path.join(directory, target), exist_ok=True)
     for k in range(1, runs + 1):
-        wall, code, doc, why = one_run(target, os.path.join(directory, target, f"run-{k}"), extra)
+        where = os.path.join(directory, target, f"run-{k}")
+        wall, code, doc, why = one_run(target, where, extra)
         docs.append(doc)
         walls.append(wall)
         codes.append(code)
         print(f"  {target} run {k}/{runs}: {wall:.1f} s, exit {code}"
-              + (f", {len(doc['results'])} cases" if doc else f", NO RESULTS: {why}"), flush=True)
+              + (f", {len(doc['results'])} cases" if doc else f", NO RESULTS: {why} (its output: {where}.log)"), flush=True)
     read = [d for d in docs if d is not None]
     found = changes(docs)
     exits = ", ".join(f"{c}×{codes.count(c)}" for c in sorted(set(codes)))
@@ -171,7 +178,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="other arguments are passed to pytest (after -- if they clash)")
     ap.add_argument("--target", action="append", required=True,
-                    help="a target, several (comma-separated or repeated) or all")
+                    help="a target, several (comma-separated or repeated) or all (every known target)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--load", action="store_true", help="keep every core but one busy meanwhile")
     ap.add_argument("--results", default=os.path.join(ROOT, "results", "soak"),
@@ -179,14 +186,20 @@ def main() -> int:
     args, extra = ap.parse_known_args()
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    targets = [t for arg in args.target for t in arg.split(",") if t]
-    if "all" in targets:
-        targets = list(TARGETS)
+    try:
+        targets = parse_list(",".join(args.target))
+        if args.runs < 1:
+            raise ValueError(f"--runs={args.runs}: at least one run")
+    except ValueError as exc:
+        print(f"soak: {exc}", file=sys.stderr)
+        return 4  # a usage error, as pytest's own
     busy = max(1, (os.cpu_count() or 2) - 1) if args.load else 0
     print(f"soak: {', '.join(targets)}; {args.runs} runs each of pytest cases/ {' '.join(extra)}; "
           f"load: {busy} busy-loop process(es); results under {args.results}", flush=True)
-    # SIGTERM ends the soak as Ctrl-C does, so the load is stopped on the way out.
+    # SIGTERM ends the soak as Ctrl-C does, so the load is stopped on the way out (SIGINT too when
+    # a shell started the soak in the background with SIGINT ignored).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ok = True
     t0 = time.monotonic()
     try:

@@ -96,7 +96,7 @@ def test_a_stack_deviation_is_a_fail_and_a_should_is_a_warning(tmp_path):
 def test_unknown_target_lists_the_known_ones(tmp_path):
     proc, _ = run_cases(tmp_path, PASSING, "--target=nosuch")
     assert proc.returncode == 4
-    assert "unknown target 'nosuch'; known targets: linux" in proc.stderr
+    assert "unknown target 'nosuch'; known targets: gvisor, linux, linux-6.1, lwip" in proc.stderr
 
 
 def test_unknown_requirement_id_is_refused(tmp_path):
