@@ -6,7 +6,7 @@ runsc 0.0~20221219 takes every namespace for the root one on kernels where
 --network=sandbox; a tmpfs over /proc/sys/net/core in a private mount namespace of the launcher
 hides the file from that test alone. GSO stays off (with it the peer would receive
 super-segments with bad TCP checksums). The sandbox's root is the host's own file system, read
-only: the agent is docker/linux/agent.py run by the host's python3, inside the sandbox.
+only: the agent is docker/linux/agent.py (bound at /synfin) run by the host's python3, inside the sandbox.
 """
 import ctypes
 import json
@@ -27,6 +27,7 @@ RUNSC = "runsc"
 HIDE_ROOT_TEST = ('mount -t proc -o nosuid,nodev,noexec proc /proc && mount -t tmpfs synfin /proc/sys/net/core '
                   '&& exec "$@"')
 PR_SET_PDEATHSIG = 1
+AGENT_MOUNT = "/synfin"  # docker/ of the checkout, inside the sandbox
 
 
 def _die_with_parent() -> None:
@@ -58,6 +59,8 @@ def _config(agent: str, netns_path: str, stack: str) -> dict:
         "root": {"path": "/", "readonly": True},
         "hostname": "synfin-gvisor",
         "mounts": [
+            # The agent from the checkout, wherever that lives (a /tmp one is under the tmpfs below).
+            {"destination": AGENT_MOUNT, "type": "bind", "source": DOCKER_DIR, "options": ["rbind", "ro"]},
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
@@ -92,7 +95,7 @@ class RunscInstance(Instance):
         self._undo = REGISTRY.add(f"sandbox {self.name}", self._kill)
 
     def launch(self) -> None:
-        agent = os.path.join(DOCKER_DIR, "linux", "agent.py")
+        agent = os.path.join(AGENT_MOUNT, "linux", "agent.py")
         with open(os.path.join(self.bundle, "config.json"), "w") as f:
             json.dump(_config(agent, self.netns, self.spec.name), f)
         runsc = [RUNSC, "--root", self.state, "--network=sandbox", "--platform=ptrace", "--gso=false",

@@ -169,7 +169,10 @@ def start_paused(tmp_path, point: str, *args, pause: float = 10.0) -> subprocess
            "-p", "no:cacheprovider", f"--rootdir={tmp_path}", f"--results={tmp_path / 'results'}",
            f"--expectations={none}", "-q", *args]
     env = {**os.environ, "SYNFIN_PAUSE_AT": point, "SYNFIN_PAUSE_FILE": str(marker), "SYNFIN_PAUSE_S": str(pause)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT at its default, so Python turns it into KeyboardInterrupt: a job started in the
+    # background by a non-interactive shell inherits it ignored.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not marker.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
