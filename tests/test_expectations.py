@@ -63,7 +63,7 @@ def test_load_keys_deviations_by_their_step(tmp_path):
         load("t", str(tmp_path))
 
 
-@pytest.mark.parametrize("target", ["linux", "lwip", "smoltcp", "pytcp"])
+@pytest.mark.parametrize("target", ["linux", "lwip", "smoltcp", "pytcp", "slirp"])
 def test_shipped_expectation_files_load(target):
     load(target)
 
