@@ -235,12 +235,19 @@ def sweep(client) -> list[str]:
 def sweep_containers(client) -> list[str]:
     """Remove containers of synfin runs whose process is gone."""
     removed = []
-    for c in client.containers.list(all=True, filters={"label": LABEL_OWNER}):
-        pid = int(c.labels.get(LABEL_OWNER, "0") or 0)
-        if pid and not owner_alive(pid) and owner_of(c.name) == pid:
+    # Sparse: one listing, no inspection per container (another run's container may be gone by
+    # the time it would be inspected: its removal is no error here).
+    try:
+        found = client.containers.list(all=True, sparse=True, filters={"label": LABEL_OWNER})
+    except Exception:
+        return removed
+    for c in found:
+        pid = int((c.attrs.get("Labels") or {}).get(LABEL_OWNER, "0") or 0)
+        name = (c.attrs.get("Names") or ["/"])[0].lstrip("/")  # a sparse listing has no .name
+        if pid and not owner_alive(pid) and owner_of(name) == pid:
             try:
                 c.remove(force=True)
-                removed.append(f"container {c.name}")
+                removed.append(f"container {name}")
             except Exception:  # another worker of the same run got there first
                 pass
     return removed
