@@ -9,6 +9,7 @@ super-segments with bad TCP checksums). The sandbox's root is the host's own fil
 only: the agent is docker/linux/agent.py (bound at /synfin) run by the host's python3, inside the sandbox.
 """
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -42,6 +43,13 @@ def available() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def version() -> str:
+    """runsc's own version ("runsc 0.0~20221219.0"): uname inside the sandbox says 4.4.0."""
+    out = subprocess.run([RUNSC, "--version"], capture_output=True, text=True, timeout=10).stdout
+    return (out.splitlines() or ["runsc"])[0].replace("runsc version", "runsc").strip()
+
+
 def _config(agent: str, netns_path: str, stack: str) -> dict:
     """An OCI runtime spec: the agent on stdin/stdout, the host's root read only, the target's
     network namespace."""
@@ -50,7 +58,8 @@ def _config(agent: str, netns_path: str, stack: str) -> dict:
         "process": {
             "terminal": False, "user": {"uid": 0, "gid": 0},
             "args": ["/usr/bin/python3", "-u", agent],
-            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"SYNFIN_STACK={stack}", "PYTHONDONTWRITEBYTECODE=1"],
+            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"SYNFIN_STACK={stack}", f"SYNFIN_VERSION={version()}",
+                    "PYTHONDONTWRITEBYTECODE=1"],
             "cwd": "/",
             "capabilities": {k: ["CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_NET_BIND_SERVICE"]
                              for k in ("bounding", "effective", "permitted")},

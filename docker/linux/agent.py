@@ -28,6 +28,8 @@ from agentkit import (DEFAULT_TIMEOUT, OPS, Failure, Log, arg, failed, malformed
 # The same agent drives Linux-compatible kernels that are not the host's (gVisor's netstack):
 # the harness names the stack it starts.
 STACK = os.environ.get("SYNFIN_STACK", "linux")
+# gVisor answers uname with a fixed 4.4.0: the harness then names the version it runs.
+VERSION = os.environ.get("SYNFIN_VERSION") or platform.release()
 
 # Linux include/net/tcp_states.h -> RFC 9293 names.
 TCP_STATES = {
@@ -233,7 +235,7 @@ class Agent:
 
     def op_hello(self, args):
         names = sorted(list(self.ops) + ["start", "wait", "quit"])
-        return {"stack": STACK, "version": platform.release(), "pid": os.getpid(), "ops": names}
+        return {"stack": STACK, "version": VERSION, "pid": os.getpid(), "ops": names}
 
     def op_listen(self, args):
         addr = arg(args, "addr", str)
