@@ -158,7 +158,34 @@ class DockerInstance(Instance):
             REGISTRY.run(self._undo)
 
 
-class NetnsInstance(Instance):
+class ProcessInstance(Instance):
+    """A target that is a process of the harness's (`proc`, None until launched), its agent's
+    log in a file (`log_path`)."""
+
+    proc = None
+    log_path: str
+
+    def log_marker(self):
+        return os.path.getsize(self.log_path)
+
+    def log_since(self, marker) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(marker)
+            return f.read().decode(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with open(self.log_path, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def death(self) -> str | None:
+        code = self.proc.poll() if self.proc is not None else None
+        return None if code is None else describe_exit(code)
+
+
+class NetnsInstance(ProcessInstance):
     """The agent as a host process inside a namespace of its own (no Docker needed)."""
 
     def __init__(self, spec, label: str, log):
@@ -177,24 +204,6 @@ class NetnsInstance(Instance):
         self._undo = REGISTRY.add(f"agent pid {self.proc.pid}", self._kill)
         self.agent = AgentClient.over_process(self.proc, name=f"{spec.name} agent", log_tail=self.log_tail)
 
-    def log_marker(self):
-        return os.path.getsize(self.log_path)
-
-    def log_since(self, marker) -> str:
-        with open(self.log_path, "rb") as f:
-            f.seek(marker)
-            return f.read().decode(errors="replace")
-
-    def log_tail(self, lines: int = 30) -> str:
-        with open(self.log_path, "rb") as f:
-            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def death(self) -> str | None:
-        code = self.proc.poll()
-        return None if code is None else describe_exit(code)
 
     def _kill(self) -> None:
         if self.proc.poll() is None:

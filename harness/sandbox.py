@@ -20,7 +20,7 @@ from . import lab as lab_mod
 from .agent import AgentClient
 from .cleanup import REGISTRY, owner_alive, owner_of, owner_prefix
 from .errors import TargetError
-from .runtime import Instance, describe_exit
+from .runtime import ProcessInstance
 from .targets.spec import DOCKER_DIR
 
 RUNSC = "runsc"
@@ -80,7 +80,7 @@ def _config(agent: str, netns_path: str, stack: str) -> dict:
     }
 
 
-class RunscInstance(Instance):
+class RunscInstance(ProcessInstance):
     """The sandbox is launched only once the lab's link is in its namespace (launch()): runsc
     takes over the interface it finds there, address and routes, and removes them from the
     namespace's kernel, which then cannot answer in the stack's name."""
@@ -114,25 +114,6 @@ class RunscInstance(Instance):
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      preexec_fn=_die_with_parent, close_fds=True)
         self.agent = AgentClient.over_process(self.proc, name=f"{self.spec.name} agent", log_tail=self.log_tail)
-
-    def log_marker(self):
-        return os.path.getsize(self.log_path)
-
-    def log_since(self, marker) -> str:
-        with open(self.log_path, "rb") as f:
-            f.seek(marker)
-            return f.read().decode(errors="replace")
-
-    def log_tail(self, lines: int = 30) -> str:
-        with open(self.log_path, "rb") as f:
-            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def death(self) -> str | None:
-        code = self.proc.poll() if self.proc is not None else None
-        return None if code is None else describe_exit(code)
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -19,7 +19,7 @@ from . import lab as lab_mod
 from .agent import AgentClient
 from .cleanup import REGISTRY, owner_prefix
 from .errors import TargetError
-from .runtime import Instance, describe_exit
+from .runtime import ProcessInstance
 from .targets.spec import DOCKER_DIR
 
 UML = "linux.uml"
@@ -38,7 +38,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class UmlInstance(Instance):
+class UmlInstance(ProcessInstance):
     """Booted by launch(), once the lab exists; `link` is then the guest's frame socket."""
 
     def __init__(self, spec, label: str, log, env: dict):
@@ -98,25 +98,6 @@ class UmlInstance(Instance):
     def kernel_log(self) -> str:
         with open(os.path.join(self.rundir, "kernel.log"), "rb") as f:
             return b"\n".join(f.read().splitlines()[-20:]).decode(errors="replace")
-
-    def log_marker(self):
-        return os.path.getsize(self.log_path)
-
-    def log_since(self, marker) -> str:
-        with open(self.log_path, "rb") as f:
-            f.seek(marker)
-            return f.read().decode(errors="replace")
-
-    def log_tail(self, lines: int = 30) -> str:
-        with open(self.log_path, "rb") as f:
-            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def death(self) -> str | None:
-        code = self.proc.poll() if self.proc is not None else None
-        return None if code is None else describe_exit(code)
 
     def _kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
