@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 
 from . import lab as lab_mod
 from .agent import AgentClient
@@ -31,9 +32,17 @@ PR_SET_PDEATHSIG = 1
 AGENT_MOUNT = "/synfin"  # docker/ of the checkout, inside the sandbox
 
 
-def _die_with_parent() -> None:
+def die_with(parent_is_main: bool) -> None:
+    """In the child, before exec: SIGKILL when the harness dies. PR_SET_PDEATHSIG follows the
+    thread that forked, so it is asked only of a child of the main thread (a target started in a
+    thread that then ends would die with it); the next run's sweep covers the others."""
+    if parent_is_main:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _own_group_dying_with(parent_is_main: bool) -> None:
     os.setsid()  # its own group: stopped as one, whatever the harness's group receives
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with(parent_is_main)
 
 
 def available() -> str | None:
@@ -111,8 +120,9 @@ class RunscInstance(ProcessInstance):
                  "--software-gso=false", "--ignore-cgroups", "run", "--bundle", self.bundle, self.name]
         cmd = ["nsenter", f"--net={self.netns}", "unshare", "-m", "--propagation", "private",
                "sh", "-c", HIDE_ROOT_TEST, "sh", *runsc]
+        main = threading.current_thread() is threading.main_thread()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     preexec_fn=_die_with_parent, close_fds=True)
+                                     preexec_fn=lambda: _own_group_dying_with(main), close_fds=True)
         self.agent = AgentClient.over_process(self.proc, name=f"{self.spec.name} agent", log_tail=self.log_tail)
 
     def _kill(self) -> None:

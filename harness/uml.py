@@ -7,12 +7,12 @@ AF_UNIX SOCK_SEQPACKET socket the harness listens on, one bare Ethernet frame pe
 no host kernel is on the path: the peer reads and writes the guest's frames on that socket (the
 lab's wire), and the UML process itself runs in a network namespace of its own, empty.
 """
-import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 from . import lab as lab_mod
@@ -20,10 +20,10 @@ from .agent import AgentClient
 from .cleanup import REGISTRY, owner_prefix
 from .errors import TargetError
 from .runtime import ProcessInstance
+from .sandbox import die_with
 from .targets.spec import DOCKER_DIR
 
 UML = "linux.uml"
-PR_SET_PDEATHSIG = 1
 # The guest's serial input buffer holds 4095 bytes; more, unread, is lost: 1 KiB per 20 ms.
 SERIAL_PACE = (1024, 0.02)
 
@@ -34,8 +34,6 @@ def available() -> str | None:
     return None
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class UmlInstance(ProcessInstance):
@@ -71,11 +69,12 @@ class UmlInstance(ProcessInstance):
                f"SYNFIN_IP={ip}", f"SYNFIN_RUNDIR={self.rundir}", f"SYNFIN_STACK={self.spec.name}",
                f"SYNFIN_AGENT={os.path.join(DOCKER_DIR, 'linux', 'agent.py')}"]
         path = self.netns
+        main = threading.current_thread() is threading.main_thread()
         from . import netns
 
         def child() -> None:
             netns.enter(path)
-            _die_with_parent()
+            die_with(main)
 
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._console,
                                      preexec_fn=child, close_fds=True)

@@ -25,7 +25,8 @@ def test_setting_put_back(lab):
 
 @needs_uml
 def test_linux_6_1_is_its_own_kernel_on_its_own_wire(tmp_path):
-    proc, verdicts = run_cases(tmp_path, OPEN_AND_SET, "--target=linux-6.1", "--evidence=all", timeout=120,
+    # --runtime=netns: the target starts in a thread while pytest collects, and must outlive it
+    proc, verdicts = run_cases(tmp_path, OPEN_AND_SET, "--target=linux-6.1", "--runtime=netns", "--evidence=all", timeout=120,
                                target="linux-6.1")
     assert {v["verdict"] for v in verdicts.values()} == {"PASS"}, proc.stdout[-3000:]
     # a setting is the guest kernel's own (through its agent), and put back after the case
@@ -50,7 +51,7 @@ def test_gvisor_answers_from_its_sandbox_with_the_namespace_kernel_silent(tmp_pa
             shown = subprocess.run(["nsenter", f"--net={lab.session.instance.netns}", "ip", "-4", "addr"],
                                    capture_output=True, text=True).stdout
             lab.note("lab_address_in_namespace", lab.target.ip in shown)
-        """, "--target=gvisor", timeout=120, target="gvisor")
+        """, "--target=gvisor", "--runtime=netns", "-n", "2", timeout=120, target="gvisor")  # started while collecting
     record = verdicts["test_open"]
     assert record["verdict"] == "PASS", proc.stdout[-3000:]
     assert record["notes"]["lab_address_in_namespace"] == "False"
