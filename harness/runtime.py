@@ -163,7 +163,10 @@ class ProcessInstance(Instance):
     log in a file (`log_path`)."""
 
     proc = None
+    agent = None
     log_path: str
+    _undo: int  # the REGISTRY tokens of the process and of its namespace
+    _netns_undo: int
 
     def log_marker(self):
         return os.path.getsize(self.log_path)
@@ -183,6 +186,14 @@ class ProcessInstance(Instance):
     def death(self) -> str | None:
         code = self.proc.poll() if self.proc is not None else None
         return None if code is None else describe_exit(code)
+
+    def stop(self) -> None:
+        try:
+            if self.agent is not None:
+                self.agent.close()
+        finally:
+            REGISTRY.run(self._undo)
+            REGISTRY.run(self._netns_undo)
 
 
 class NetnsInstance(ProcessInstance):
@@ -211,12 +222,6 @@ class NetnsInstance(ProcessInstance):
         self.proc.wait(timeout=5)
         self._log.close()
 
-    def stop(self) -> None:
-        try:
-            self.agent.close()
-        finally:
-            REGISTRY.run(self._undo)
-            REGISTRY.run(self._netns_undo)
 
 
 def start(spec, runtime: str, label: str, log, client=None, env: dict | None = None) -> Instance:

@@ -135,13 +135,6 @@ class RunscInstance(ProcessInstance):
         forget(self.state, self.name)
         self._log.close()
 
-    def stop(self) -> None:
-        try:
-            if self.agent is not None:
-                self.agent.close()
-        finally:
-            REGISTRY.run(self._undo)
-            REGISTRY.run(self._netns_undo)
 
 
 def forget(state: str, name: str) -> None:

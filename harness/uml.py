@@ -111,11 +111,3 @@ class UmlInstance(ProcessInstance):
         if os.path.exists(self._bess):
             os.unlink(self._bess)
         self._console.close()
-
-    def stop(self) -> None:
-        try:
-            if self.agent is not None:
-                self.agent.close()
-        finally:
-            REGISTRY.run(self._undo)
-            REGISTRY.run(self._netns_undo)
