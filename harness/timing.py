@@ -10,3 +10,6 @@ class Timing:
     silence: float = 0.3   # default `for_` of expect_silence(): longer than the stack's ACK delay
     retransmit: float = 3.0  # enough for one retransmission timeout of the stack
     startup: float = 10.0    # from the first request until the stack is up on its interface
+    # The longest the stack holds back the ACK of a segment (its delayed-ACK timer): the learner
+    # waits this long where an ACK may still be owed (harness/learn/lanes.py).
+    ack_delay: float = 0.0

@@ -16,6 +16,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -175,6 +176,7 @@ class Agent:
         self.next_sock = 1
         self.next_job = 1
         self.ops = {op: getattr(self, f"op_{op}") for op in OPS}
+        self.ops["route"] = self.op_route  # Linux only: the learner's quickack setting
         self.no_diag = False  # a kernel without NETLINK_SOCK_DIAG: conns from /proc/net/tcp
 
     # -- bookkeeping ---------------------------------------------------------
@@ -277,6 +279,8 @@ class Agent:
         bind_addr = arg(args, "bind_addr", str, None)
         bind_port = arg(args, "bind_port", int, None)
         reuse = arg(args, "reuseaddr", bool, False)
+        # nonblocking: the SYN is out and the socket is returned at once (a learner's CONNECT).
+        nonblocking = arg(args, "nonblocking", bool, False)
         timeout = arg(args, "timeout", float, DEFAULT_TIMEOUT)
         deadline = time.monotonic() + timeout
         family = family_of(addr)
@@ -293,7 +297,7 @@ class Agent:
             rc = sock.connect_ex((addr, port))
             if rc not in (0, errno.EINPROGRESS):
                 raise OSError(rc, os.strerror(rc))
-            if rc:
+            if rc and not nonblocking:
                 if not wait_fd(sock, select.POLLOUT, deadline):
                     raise timed_out("connect", timeout)
                 rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -451,6 +455,29 @@ class Agent:
                 f.write(f"{value}\n")
         with open(path) as f:
             return {"value": f.read().rstrip("\n")}
+
+    def op_route(self, args):
+        """The quickack metric of the routes of `dev` (a learner's setting: ACK at once, where the
+        harness cannot reach the kernel's routes from outside, as with a user-mode kernel)."""
+        dev = arg(args, "dev", str)
+        quickack = arg(args, "quickack", int)
+        if not dev.isalnum():
+            raise malformed(f"bad device name {dev!r}")
+        shown = subprocess.run(["ip", "-o", "-4", "route", "show", "dev", dev], capture_output=True, text=True)
+        if shown.returncode != 0:
+            raise Failure("EIO", shown.stderr.strip())
+        routes = []
+        for line in shown.stdout.splitlines():
+            words = [w for w in line.split() if w != "\\"]
+            if "quickack" in words:
+                at = words.index("quickack")
+                del words[at:at + 2]
+            done = subprocess.run(["ip", "route", "change", *words, "dev", dev, "quickack", str(quickack)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise Failure("EIO", done.stderr.strip())
+            routes.append(" ".join(words))
+        return {"routes": routes}
 
     def op_start(self, args):
         call = args.get("call")

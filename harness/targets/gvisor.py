@@ -17,7 +17,7 @@ TARGET = TargetSpec(
     # before accept, no orphan after close), and a SYN-SENT one without its remote end; a case
     # reading "CLOSED" there would blame the stack for what the listing leaves out.
     capabilities=frozenset({"so_linger", "so_rcvbuf", "so_reuseaddr", "shutdown_rd", "state",
-                            "bind_port", "timestamps"}),
+                            "bind_port", "timestamps", "connect_nonblocking"}),
     kernel=True,
     sandbox="runsc",
     synack_check=synack_signature("gVisor", window=29184, ttl=64, df=False),

@@ -9,7 +9,7 @@ TARGET = TargetSpec(
     timing=Timing(reply=1.0, silence=0.3, retransmit=3.5),
     capabilities=frozenset({
         "so_linger", "so_rcvbuf", "so_reuseaddr", "shutdown_rd", "state", "conns", "sysctl",
-        "bind_port", "timestamps",
+        "bind_port", "timestamps", "connect_nonblocking",
     }),
     kernel=True,
     verdict_sysctls=("net.ipv4.tcp_timestamps", "net.ipv4.tcp_rfc1337", "net.ipv4.tcp_fin_timeout",

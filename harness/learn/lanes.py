@@ -1,0 +1,313 @@
+"""The live system under learning: words of abstract inputs run on a target, many at once.
+
+Each word runs in its own *lane*: its own listener (or bound connect) on a fresh target port and
+its own peer connection on a fresh peer port, so words never meet. Lanes step together: every
+lane's i-th input is sent, then one *barrier* proves that the stack has answered all of them.
+The barrier is an ACK to a port nobody listens on, which every stack must answer with a RST
+(RFC 9293 §3.10.7.1); a stack works through its input in order, so once the barrier's RST is
+back, whatever the earlier inputs caused has been sent, and silence is proven without a silence
+window. A stack that holds ACKs back (a delayed-ACK timer) gets its profile's ACK-delay bound on
+the steps that may owe one; a stack that does not answer the barrier gets that bound as a silence
+window after every step.
+
+The mapper keeps the model finite (what the reference learnings found necessary): SEQ is the
+target's last ACK, ACK is the peer's RCV.NXT, one accepted socket at most is held, listeners have
+backlog 1, every RST (either way) ends the connection — the next segment opens a new one on a new
+peer port — and the target's retransmissions on its own timer are dropped.
+"""
+import itertools
+import os
+import random
+import time
+
+from scapy.layers.inet import TCP
+
+from ..agent import OpError
+from ..errors import HarnessError, Unsupported
+from ..peer import Connection
+from ..segments import flag_letters, seg_len, seq_add
+from .alphabet import CONSUMING, SEGMENTS, join, name_segment
+
+BARRIER_SPORT = 61999  # outside the peer's port pool (harness/ports.py)
+BARRIER_DPORT = 9      # discard: nobody listens there
+# A copy of a SYN, FIN or data segment this long after the first is the target's timer, not an answer.
+RETRANSMIT_AFTER = 0.2
+
+
+class LearnError(HarnessError):
+    """The learning cannot go on (the stack stopped answering, or stayed non-deterministic)."""
+
+
+class Lane:
+    """One word's connection, seen from the peer and from the target's application."""
+
+    def __init__(self, system: "LiveSystem", side: str):
+        self.system = system
+        self.side = side
+        self.tport = system.session.target_ports.next()
+        self.listener: int | None = None  # server side
+        self.sock: int | None = None      # the accepted (server) or connecting (client) socket
+        self.ports: list[int] = []
+        self.conn: Connection | None = None
+        self._new_connection()
+        self.owes_ack = False
+
+    def _new_connection(self) -> None:
+        if self.side == "client" and self.conn is not None:
+            sport = self.conn.sport  # the port the target's socket connects to stays
+        else:
+            sport = self.system.session.peer_ports.next()
+        self.conn = Connection(self.system.peer, sport, self.tport)
+        self.last_ack: int | None = None
+        self.ended = False
+        self.seen: dict[tuple, float] = {}
+        if sport not in self.ports:
+            self.ports.append(sport)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def send_segment(self, letter: str) -> None:
+        flags, data = SEGMENTS[letter]
+        conn = self.conn
+        if letter in ("SYN", "SYNACK") and self.last_ack is None:
+            seq = conn.iss
+        else:
+            seq = self.last_ack if self.last_ack is not None else seq_add(conn.iss, 1)
+        ack = (conn.rcv_nxt or 0) if "A" in flags else 0
+        tcp = TCP(sport=conn.sport, dport=self.tport, flags=flags, seq=seq, ack=ack, window=conn.window,
+                  options=[("MSS", conn.mss)] if "S" in flags else [])
+        if data:
+            tcp = tcp / data
+        conn.snd_nxt = seq_add(seq, seg_len(tcp))
+        if "A" in flags:
+            conn.ack_sent = ack
+        wire = self.system.wire
+        wire.send(wire.frame(tcp))
+        self.owes_ack = letter in CONSUMING
+        if "R" in flags:
+            self.ended = True
+
+    def call_for(self, letter: str):
+        """The agent call a socket input makes, or its output when it makes none."""
+        ip = self.system.target.ip
+        if letter == "ACCEPT":
+            if self.listener is None:
+                return None, "nolistener"
+            if self.sock is not None:
+                return None, "held"
+            return ("accept", {"sock": self.listener, "timeout": 0}), None
+        if letter == "CLOSE":
+            if self.sock is None:
+                return None, "nosock"
+            return ("close", {"sock": self.sock}), None
+        if letter == "CONNECT":
+            if self.sock is not None:
+                return None, "held"
+            return ("connect", {"addr": self.system.peer.addr.peer_ip, "port": self.conn.sport,
+                                "bind_addr": ip, "bind_port": self.tport, "reuseaddr": True,
+                                "nonblocking": True, "timeout": 0}), None
+        raise ValueError(f"unknown input {letter!r}")
+
+    def called(self, letter: str, reply) -> str:
+        if isinstance(reply, Unsupported):
+            raise LearnError(f"target {self.system.target.name} cannot {letter}: {reply}")
+        if isinstance(reply, OpError):
+            if letter == "CLOSE":
+                self.sock = None
+            return reply.errno
+        if letter in ("ACCEPT", "CONNECT"):
+            self.sock = reply["sock"]
+        elif letter == "CLOSE":
+            self.sock = None
+        return "ok"
+
+    # -- outputs --------------------------------------------------------------------------
+    def collect(self) -> list[str]:
+        """The target's segments to this lane since the last collect, named; retransmissions
+        dropped. A RST from the target ends the connection."""
+        wire, conn, names = self.system.wire, self.conn, []
+        while True:
+            pkt = wire.next_for(conn.sport, time.monotonic())
+            if pkt is None:
+                break
+            tcp = pkt[TCP]
+            if tcp.sport != self.tport:
+                continue
+            flags = flag_letters(tcp.flags)
+            length = len(bytes(tcp.payload))
+            key = (flags, tcp.seq, tcp.ack, length)
+            first = self.seen.get(key)
+            if first is not None and ("S" in flags or "F" in flags or length) and \
+                    tcp.synfin_t - first >= RETRANSMIT_AFTER:
+                continue
+            self.seen.setdefault(key, tcp.synfin_t)
+            if self.side == "client" and "S" in flags and conn.irs is None:
+                conn.dport = tcp.sport
+            names.append(name_segment(flags, tcp.seq, tcp.ack, length, conn.rcv_nxt, conn.snd_nxt, conn.irs))
+            conn._absorb(tcp)  # RCV.NXT follows the target's in-order segments
+            if "A" in flags and "R" not in flags:
+                self.last_ack = tcp.ack
+            if "R" in flags:
+                self.ended = True
+            if "A" in flags or "R" in flags:
+                self.owes_ack = False
+        if self.ended:
+            self._new_connection()
+        return names
+
+    def teardown_calls(self) -> list[tuple[str, dict]]:
+        """What ends the lane on the target: its sockets closed with a RST where it can."""
+        calls = []
+        for sock in (self.sock, self.listener):
+            if sock is None:
+                continue
+            if "so_linger" in self.system.target.spec.capabilities:
+                calls.append(("setsockopt", {"sock": sock, "opt": "SO_LINGER", "value": [1, 0]}))
+            calls.append(("close", {"sock": sock}))
+        return calls
+
+    def teardown_segment(self) -> None:
+        """A RST at the target's last ACK, so the stack forgets the connection now."""
+        conn = self.conn
+        if conn.irs is None and self.side == "client":
+            return
+        seq = self.last_ack if self.last_ack is not None else conn.snd_nxt
+        tcp = TCP(sport=conn.sport, dport=self.tport, flags="R", seq=seq, window=0)
+        self.system.wire.send(self.system.wire.frame(tcp))
+
+
+class LiveSystem:
+    """Runs words on the target of a started Session (harness/session.py)."""
+
+    def __init__(self, session, side: str = "server", ack_delay: float | None = None):
+        self.session = session
+        self.side = side
+        self.peer, self.target = session.new_case()
+        self.wire = self.peer.wire
+        self.agent = session.instance.agent
+        timing = session.spec.timing
+        self.ack_delay = timing.ack_delay if ack_delay is None else ack_delay
+        self.window = max(timing.ack_delay, 0.05)  # silence window where the barrier is not answered
+        self._nonce = itertools.count(random.getrandbits(31))
+        self.barrier_works = self._barrier_answered()
+        self.rounds = 0
+        self.waited = 0.0
+        # Pinned to one core, the peer's frames enter the kernel's receive path on one CPU's
+        # queue, in the order they were sent: the barrier's order argument needs that.
+        try:
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        except OSError:
+            pass
+
+    # -- the barrier ----------------------------------------------------------------------
+    def _barrier_answered(self) -> bool:
+        for _ in range(3):
+            if self._barrier(timeout=self.session.spec.timing.reply):
+                return True
+        return False
+
+    def _barrier(self, timeout: float = 1.0) -> bool:
+        nonce = next(self._nonce) % (1 << 32)
+        tcp = TCP(sport=BARRIER_SPORT, dport=BARRIER_DPORT, flags="A", seq=1, ack=nonce, window=0)
+        self.wire.send(self.wire.frame(tcp))
+        deadline = time.monotonic() + timeout
+        while True:
+            pkt = self.wire.next_for(BARRIER_SPORT, deadline)
+            if pkt is None:
+                return False
+            if "R" in str(pkt[TCP].flags) and pkt[TCP].seq == nonce:
+                return True
+
+    def settle(self) -> None:
+        """Wait until whatever the inputs so far caused has arrived."""
+        if self.barrier_works:
+            if not self._barrier(timeout=self.session.spec.timing.reply) and \
+                    not self._barrier(timeout=self.session.spec.timing.reply):
+                raise LearnError(f"target {self.target.name} stopped answering the barrier probe "
+                                 f"(an ACK to its closed port {BARRIER_DPORT})")
+        else:
+            self.waited += self.window
+            time.sleep(self.window)
+
+    # -- words ----------------------------------------------------------------------------
+    def run(self, words: list, states: list | None = None) -> list[list[str]]:
+        """The outputs of each word, every word in its own lane, all stepped together. With
+        `states` (a list), the RFC 9293 state the stack reports for each lane's connection at
+        the end is appended to it (None where it cannot tell)."""
+        lanes = [Lane(self, self.side) for _ in words]
+        outs: list[list[str]] = [[] for _ in words]
+        try:
+            if self.side == "server":
+                replies = self.agent.call_many([("listen", {"addr": self.target.ip, "port": lane.tport, "backlog": 1})
+                                                for lane in lanes])
+                for lane, reply in zip(lanes, replies):
+                    if isinstance(reply, Exception):
+                        raise LearnError(f"listen on port {lane.tport} failed: {reply}")
+                    lane.listener = reply["sock"]
+            for i in range(max((len(w) for w in words), default=0)):
+                self._round(lanes, [w[i] if i < len(w) else None for w in words], outs)
+            if states is not None:
+                states.extend(self._states(lanes))
+        finally:
+            self._end(lanes)
+        return outs
+
+    def _round(self, lanes, letters, outs) -> None:
+        self.rounds += 1
+        calls, called, given = [], [], {}
+        for k, (lane, letter) in enumerate(zip(lanes, letters)):
+            if letter is None:
+                continue
+            if letter in SEGMENTS:
+                lane.send_segment(letter)
+            else:
+                call, output = lane.call_for(letter)
+                if call is None:
+                    given[k] = output
+                else:
+                    calls.append(call)
+                    called.append(k)
+        results = dict(zip(called, self.agent.call_many(calls)))
+        self.settle()
+        segments = {k: lanes[k].collect() for k, letter in enumerate(letters) if letter is not None}
+        if self.ack_delay > 0 and self.barrier_works and any(
+                lanes[k].owes_ack and not segments[k] for k in segments):
+            self.waited += self.ack_delay
+            time.sleep(self.ack_delay)
+            self.settle()
+            for k in segments:
+                segments[k] += lanes[k].collect()
+        for k, letter in enumerate(letters):
+            if letter is None:
+                continue
+            if k in results:
+                outs[k].append(join(segments[k], lanes[k].called(letter, results[k])))
+            elif k in given:
+                outs[k].append(join(segments[k], given[k]))
+            else:
+                outs[k].append(join(segments[k]))
+
+    def _states(self, lanes) -> list[str | None]:
+        if "conns" not in self.target.spec.capabilities:
+            return [None] * len(lanes)
+        calls = [("conns", {"local_port": lane.tport, "remote_port": lane.conn.sport, "local_addr": self.target.ip,
+                            "remote_addr": self.peer.addr.peer_ip}) for lane in lanes]
+        out = []
+        for lane, reply in zip(lanes, self.agent.call_many(calls)):
+            if isinstance(reply, Exception):
+                out.append(None)
+                continue
+            found = [c["state"] for c in reply["conns"]]
+            out.append(found[0] if found else ("LISTEN" if lane.listener is not None else "CLOSED"))
+        return out
+
+    def _end(self, lanes) -> None:
+        for lane in lanes:
+            lane.teardown_segment()
+        calls = [c for lane in lanes for c in lane.teardown_calls()]
+        for reply in self.agent.call_many(calls):
+            if isinstance(reply, Unsupported):
+                raise LearnError(f"target {self.target.name}: {reply}")
+        # What the lanes' ports still receive (retransmissions, answers to the teardown RST) is
+        # never read again: drop it with the queues.
+        self.wire.reset_queues()
+        self.wire.trace.clear()
