@@ -891,7 +891,7 @@ static int local_addr(int fd, sbuf *r, failure *f) {
 /* ops                                                                                          */
 
 static const char *OPS[] = {"accept", "close", "conns", "connect", "getsockopt", "hello", "listen", "quit",
-                            "recv", "send", "setsockopt", "shutdown", "start", "state", "sysctl", "wait"};
+                            "recv", "send", "setsockopt", "shutdown", "start", "state", "sysctl", "tick", "wait"};
 
 static int op_hello(const jval *args, sbuf *r, failure *f) {
   (void)args;
@@ -1270,6 +1270,25 @@ static int op_sysctl(const jval *args, sbuf *r, failure *f) {
   return fail(f, "unsupported", "lwIP has no sysctls: its options are fixed at compile time");
 }
 
+static void fasttmr_now(void *arg) {
+  tcp_fasttmr();
+  sys_sem_signal((sys_sem_t *)arg);
+}
+
+/* The fast timer (delayed ACKs, refused data, pending closes) run now, behind every frame that
+ * has arrived: a learner steps time itself instead of racing the 250 ms tick. */
+static int op_tick(const jval *args, sbuf *r, failure *f) {
+  (void)args;
+  if (need_stack(f)) return -1;
+  settle();
+  sys_sem_t sem;
+  if (sys_sem_new(&sem, 0) != ERR_OK) return fail(f, "ENOMEM", "no semaphore for the timer call");
+  if (tcpip_callback(fasttmr_now, &sem) == ERR_OK) sys_arch_sem_wait(&sem, 0);
+  sys_sem_free(&sem);
+  sb_puts(r, "{}");
+  return 0;
+}
+
 typedef int (*op_fn)(const jval *, sbuf *, failure *);
 
 static const struct {
@@ -1279,7 +1298,7 @@ static const struct {
   {"hello", op_hello}, {"listen", op_listen}, {"accept", op_accept}, {"connect", op_connect},
   {"send", op_send}, {"recv", op_recv}, {"shutdown", op_shutdown}, {"close", op_close},
   {"setsockopt", op_setsockopt}, {"getsockopt", op_getsockopt}, {"state", op_state},
-  {"conns", op_conns}, {"sysctl", op_sysctl},
+  {"conns", op_conns}, {"sysctl", op_sysctl}, {"tick", op_tick},
 };
 
 static op_fn find_op(const char *name) {

@@ -65,10 +65,15 @@ def learn_main(argv) -> int:
               + "".join(f"\n    {' '.join(d['word'])}: learned {d['learned'][-1]}, default {d['default'][-1]}"
                         for d in dep[:10]))
     if forbidden:
-        print(f"  {len(forbidden)} learned transitions the RFC forbids:")
-        for c in forbidden:
-            print(f"    {c['tcp_state']} --{c['input']}/{c['output']}--> ({c['requirement']}: allowed "
-                  f"{' or '.join(c['allowed'])})")
+        groups: dict[tuple, list] = {}
+        for c in forbidden:  # many model states may share one RFC state: one line per finding
+            groups.setdefault((c["tcp_state"], c["input"], c["output"]), []).append(c)
+        print(f"  {len(forbidden)} learned transitions the RFC forbids ({len(groups)} distinct):")
+        for (tcp_state, letter, output), found in groups.items():
+            c = found[0]
+            states = ", ".join(f["state"] for f in found)
+            print(f"    {tcp_state} --{letter} / {output}--> in {states}: {c['requirement']} allows "
+                  f"{' or '.join(c['allowed'])}" + (f"; {c['why']}" if c.get("why") else ""))
     print("  wrote " + ", ".join(paths.values()))
     return 0
 

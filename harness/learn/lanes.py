@@ -189,6 +189,9 @@ class LiveSystem:
         self.window = max(timing.ack_delay, 0.05)  # silence window where the barrier is not answered
         self._nonce = itertools.count(random.getrandbits(31))
         self.barrier_works = self._barrier_answered()
+        # Run the stack's delayed-ACK timer after a step that may owe an ACK (an agent with the
+        # "tick" op), instead of waiting the ACK-delay bound: set by harness/learn/settings.py.
+        self.tick = False
         self.rounds = 0
         self.waited = 0.0
         # Pinned to one core, the peer's frames enter the kernel's receive path on one CPU's
@@ -269,10 +272,13 @@ class LiveSystem:
         results = dict(zip(called, self.agent.call_many(calls)))
         self.settle()
         segments = {k: lanes[k].collect() for k, letter in enumerate(letters) if letter is not None}
-        if self.ack_delay > 0 and self.barrier_works and any(
+        if (self.tick or self.ack_delay > 0) and self.barrier_works and any(
                 lanes[k].owes_ack and not segments[k] for k in segments):
-            self.waited += self.ack_delay
-            time.sleep(self.ack_delay)
+            if self.tick:
+                self.agent.call("tick")
+            else:
+                self.waited += self.ack_delay
+                time.sleep(self.ack_delay)
             self.settle()
             for k in segments:
                 segments[k] += lanes[k].collect()

@@ -90,7 +90,7 @@ def learn(session, side: str = "server", effort: dict | None = None, lanes: int 
                          "connect (the CONNECT input)")
     alphabet = ALPHABETS[side]
     system = LiveSystem(session, side)
-    changed = learn_settings.Applied(session, system.target, learn_settings.for_target(session))
+    changed = learn_settings.Applied(system, learn_settings.for_target(session))
     began = time.monotonic()
     changed.apply()
     try:

@@ -43,6 +43,7 @@ class StackSUL(SUL):
         self.live_queries = 0
         self.live_steps = 0
         self.contradictions: list[dict] = []  # each settled one: word, answers and counts
+        self.overturned: collections.Counter = collections.Counter()
 
     # AALpy calls query() itself; pre/post/step are the per-letter interface it would use otherwise.
     def pre(self):
@@ -114,13 +115,16 @@ class StackSUL(SUL):
         counts = collections.Counter({told: 1, tuple(out[:i + 1]): 1})
         for _ in range(self.votes):
             counts[tuple(self._live([prefix])[0])] += 1
-            (best, n), *rest = counts.most_common() + [(None, 0)]
-            if n > sum(counts.values()) / 2 and n >= 3:
+            best, n = counts.most_common(1)[0]
+            if n >= 3 and 3 * n >= 2 * sum(counts.values()):  # a clear majority: two thirds
                 break
         else:
             raise NonDeterministic(prefix, counts)
         self.contradictions.append({"word": list(prefix), "answers": [[list(o), n] for o, n in counts.most_common()]})
         if best != told:
+            self.overturned[prefix] += 1
+            if self.overturned[prefix] > 1:  # overturned, then overturned again: no stable answer
+                raise NonDeterministic(prefix, counts)
             # The learner was told something a majority now overturns: forget every word through
             # the prefix, keep the majority, and learn again from the cache.
             for key in [k for k in self.cache if k[:len(prefix)] == prefix or prefix[:len(k)] == k]:

@@ -1,9 +1,10 @@
-"""synfin-report RESULTS.json... --out DIR [--baseline OLD.json] [--merged OUT.json]: the static
-HTML report.
+"""synfin-report RESULTS.json... --out DIR [--baseline OLD.json] [--merged OUT.json] [--models DIR]:
+the static HTML report.
 
 Exit 0 and print the path of index.html; exit 4 with one line on stderr for input it cannot use
-(a missing, truncated or foreign results.json, an unwritable --out or --merged), leaving --out
-and --merged untouched.
+(a missing, truncated or foreign results.json, an unwritable --out or --merged, a broken model or
+model diff in --models), leaving --out and --merged untouched. With --models and no results.json,
+the report is of the learned models alone.
 """
 import argparse
 import json
@@ -13,6 +14,7 @@ import tempfile
 
 from .errors import BadInput
 from .load import load, merge, rebase, validate
+from .models import read as read_models
 from .site import write_site
 
 BAD_INPUT = 4  # the harness's exit status for unusable input
@@ -28,19 +30,23 @@ def parser() -> argparse.ArgumentParser:
                 description="Write the static HTML report of one or more synfin runs.")
     p.add_argument("results", nargs="*", metavar="RESULTS.json",
                    help="results.json files; several are merged (a later one's record wins for the same "
-                        "case and target)")
+                        "case and target); none with --models: a report of the learned models alone")
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write the site into")
     p.add_argument("--baseline", metavar="OLD.json", help="an older results.json: mark what changed since")
     p.add_argument("--merged", metavar="OUT.json",
                    help="also write the merged document there (a results.json of its own, e.g. the next "
                         "run's --baseline); its evidence paths point at the inputs' evidence")
+    p.add_argument("--models", metavar="DIR",
+                   help="a directory synfin-learn wrote (<target>-<side>.json with their .svg, and diffs "
+                        "<a>-vs-<b>.json): adds models.html, the state machines and where they differ; "
+                        "without RESULTS.json, the report is of the models alone")
     return p
 
 
 def _inputs(paths: list[str]) -> tuple[dict, str]:
     """The documents merged, and the directory their evidence paths are now relative to."""
     if not paths:
-        raise BadInput("no results.json given")
+        raise BadInput("no results.json given (nor --models DIR)")
     docs = [load(p) for p in paths]
     dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
     root = os.path.commonpath(dirs)
@@ -70,11 +76,18 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     staged = None
     try:
-        doc, root = _inputs(args.results)
+        if args.results or not args.models:
+            doc, root = _inputs(args.results)
+        elif args.baseline or args.merged:
+            raise BadInput(f"{'--baseline' if args.baseline else '--merged'} needs a results.json "
+                           "(only --models was given)")
+        else:
+            doc, root = None, None  # the learned models alone
+        models = read_models(args.models) if args.models else None
         baseline = load(args.baseline) if args.baseline else None
         if args.merged:
             staged = _stage_merged(doc, root, args.merged)
-        write_site(doc, args.out, baseline=baseline, results_dir=root)
+        write_site(doc, args.out, baseline=baseline, results_dir=root, models=models)
         if staged:
             os.replace(staged, os.path.abspath(args.merged))
             staged = None

@@ -1,14 +1,17 @@
-"""The static site: index.html (the matrix), one page per case, the evidence, the CSS and JS.
+"""The static site: index.html (the matrix), one page per case, the evidence, the CSS and JS;
+with learned models (--models), models.html and their drawings.
 
 Everything is written into a temporary directory beside the output directory and renamed into
 place at the end, so a failure leaves the previous report (or nothing) rather than half a site.
 """
 import os
+import re
 import shutil
 import tempfile
 from importlib import resources
 
 from . import casepage, evidence, matrix
+from . import models as learned
 from .baseline import compare
 from .errors import BadInput
 from .load import SCHEMA_ID
@@ -70,31 +73,68 @@ def _run_facts(doc: dict) -> dict:
             "command": " ".join(doc.get("command") or []), "exit_code": doc.get("exit_code")}
 
 
-def _build(doc: dict, site: str, baseline: dict | None, results_dir: str | None) -> None:
+def requirement_anchor(rid: str) -> str:
+    """The id of a requirement's first row in index.html (models.html links there)."""
+    return "req-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", rid)
+
+
+def _anchor_requirements(grid: dict) -> dict[str, str]:
+    """Give the first row of each requirement id in the matrix an anchor; id -> its href."""
+    links: dict[str, str] = {}
+    for area in grid["areas"]:
+        for g in area["requirements"]:
+            g["anchor"] = None
+            if g["id"] not in links:
+                g["anchor"] = requirement_anchor(g["id"])
+                links[g["id"]] = f"index.html#{g['anchor']}"
+    return links
+
+
+def _models_page(site: str, models: "learned.ModelDir", links: dict[str, str], common: dict, names: list[str]) -> None:
+    learned.copy(models, site)
+    data = learned.page(models, links)
+    for name in names:
+        _write(os.path.join(site, name), render("models.html.j2", p=data, root="", **common))
+
+
+def _build(doc: dict | None, site: str, baseline: dict | None, results_dir: str | None,
+           models: "learned.ModelDir | None" = None) -> None:
+    os.makedirs(os.path.join(site, "static"))
+    for name in STATIC:
+        _write(os.path.join(site, "static", name),
+               resources.files("harness.report").joinpath("static", name).read_text(encoding="utf-8"))
+    nav = {"matrix": doc is not None, "models": models is not None}
+    if doc is None:  # the learned models alone: their page is the index
+        _models_page(site, models, {}, {"schema": SCHEMA_ID, "nav": nav}, ["index.html", "models.html"])
+        _write(os.path.join(site, MARKER), f"{SCHEMA_ID}\n")
+        return
     comparison = compare(doc, baseline) if baseline is not None else None
     changes = comparison.changes if comparison else {}
     cases = matrix.by_case(doc)
     slugs = case_slugs(cases)
     targets = matrix.target_names(doc)
     os.makedirs(os.path.join(site, "cases"))
-    os.makedirs(os.path.join(site, "static"))
-    for name in STATIC:
-        _write(os.path.join(site, "static", name),
-               resources.files("harness.report").joinpath("static", name).read_text(encoding="utf-8"))
-    common = {"legend": LEGEND, "run": _run_facts(doc), "schema": SCHEMA_ID}
+    common = {"legend": LEGEND, "run": _run_facts(doc), "schema": SCHEMA_ID, "nav": nav}
     for case, records in cases.items():
         links = {t: evidence.copy(r, results_dir, site, slugs[case]) for t, r in records.items()}
         page = casepage.build(case, records, doc, targets, links, changes)
         _write(os.path.join(site, "cases", f"{slugs[case]}.html"),
                render("case.html.j2", page=page, root="../", **common))
     grid = matrix.build(doc, slugs, comparison)
+    requirement_links = _anchor_requirements(grid)
+    if models is not None:
+        _models_page(site, models, requirement_links, common, ["models.html"])
     _write(os.path.join(site, "index.html"),
            render("index.html.j2", m=grid, comparison=comparison, verdicts=VERDICTS, root="", **common))
     _write(os.path.join(site, MARKER), f"{SCHEMA_ID}\n")
 
 
-def write_site(doc: dict, out_dir: str, baseline: dict | None = None, results_dir: str | None = None) -> None:
+def write_site(doc: dict | None, out_dir: str, baseline: dict | None = None, results_dir: str | None = None,
+               models: "learned.ModelDir | None" = None) -> None:
     """Write the report of `doc` (a validated synfin-results/1 document) to `out_dir`.
+
+    `models`: what --models DIR holds (models.read()): adds models.html, linked from the index.
+    With `doc` None, the report is of the models alone (models.html is also the index).
 
     `results_dir`: the directory the document's evidence paths are relative to (that of its
     results.json); the evidence is copied into the site. `baseline`: an older document; cells
@@ -103,7 +143,7 @@ def write_site(doc: dict, out_dir: str, baseline: dict | None = None, results_di
     out_dir = check_out(out_dir)
     tmp = _scratch(out_dir)
     try:
-        _build(doc, tmp, baseline, results_dir)
+        _build(doc, tmp, baseline, results_dir, models)
         _publish(tmp, out_dir)
     except OSError as exc:
         raise BadInput(f"{out_dir}: cannot write the report ({exc.strerror or exc})") from None

@@ -9,7 +9,7 @@ TARGET = TargetSpec(
     # Delayed ACK 100 ms (TCP__DELAYED_ACK__DELAY_MS; measured 102 ms); RTO 1 s, also its floor
     # (TCP__RTO__INITIAL_MS / MIN_MS; FINs measured again after 1.00 s). A Python stack answers
     # in a few ms, but a busy machine may stretch that: reply stays 1 s.
-    timing=Timing(reply=1.0, silence=0.3, retransmit=2.5, startup=10.0),
+    timing=Timing(reply=1.0, silence=0.3, retransmit=2.5, startup=10.0, ack_delay=0.12),
     # No so_rcvbuf: PyTCP stores SO_RCVBUF but its window stays TCP__RCV_WND_MAX; no sysctl.
     capabilities=frozenset({
         "so_linger", "so_reuseaddr", "shutdown_rd", "state", "conns", "bind_port", "timestamps",

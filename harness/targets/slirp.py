@@ -80,7 +80,7 @@ TARGET = TargetSpec(
     description="libslirp 4.7.0 (Debian libslirp0), a user-space NAT stack in C, on a TAP",
     # ACKs go out at once (TF_ACKNOW) or on the 2 ms fast timer; retransmissions count 500 ms ticks:
     # 6 s before an RTT sample, 1.0-1.5 s after the handshake's (tcp_timer.h, tcp_var.h).
-    timing=Timing(reply=1.0, silence=0.3, retransmit=3.5, startup=5.0),
+    timing=Timing(reply=1.0, silence=0.3, retransmit=3.5, startup=5.0, ack_delay=0.01),
     # No so_rcvbuf, shutdown_rd, sysctl or timestamps: see above.
     capabilities=frozenset({"so_linger", "so_reuseaddr", "state", "conns", "bind_port"}),
     kernel=False,

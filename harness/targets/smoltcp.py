@@ -8,7 +8,7 @@ TARGET = TargetSpec(
     description="smoltcp 0.14.0, a user-space TCP/IP stack in Rust, on a TAP",
     # ACKs are delayed 10 ms (smoltcp's ACK_DELAY_DEFAULT); the RTO starts at, and never falls
     # below, 1 s (RTTE_INITIAL_RTO, RTTE_MIN_RTO in src/socket/tcp.rs).
-    timing=Timing(reply=0.5, silence=0.2, retransmit=2.0, startup=10.0),
+    timing=Timing(reply=0.5, silence=0.2, retransmit=2.0, startup=10.0, ack_delay=0.015),
     # No sysctls; no SO_RCVBUF (buffers are fixed when a socket is made); no shutdown(SHUT_RD)
     # (smoltcp cannot close the receiving half).
     capabilities=frozenset({"so_linger", "so_reuseaddr", "state", "conns", "bind_port", "timestamps"}),

@@ -1,4 +1,4 @@
-// synfin report: folding areas, the two filters, copy buttons. No framework; works from file://.
+// synfin report: folding areas, the two filters, copy buttons, fitting a drawing. No framework; works from file://.
 (function () {
   "use strict";
   const body = document.body;
@@ -7,6 +7,12 @@
     if (fold) {
       const area = fold.closest("section.area");
       fold.setAttribute("aria-expanded", String(!area.classList.toggle("collapsed")));
+      return;
+    }
+    const fit = e.target.closest("button.fit");  // a drawing at its own size (scrolls) or fitted to the page
+    if (fit) {
+      const box = fit.closest("section").querySelector(".drawing");
+      if (box) fit.textContent = box.classList.toggle("fit") ? "actual size" : "fit to width";
       return;
     }
     const copy = e.target.closest("button.copy");
