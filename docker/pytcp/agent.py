@@ -371,7 +371,22 @@ class Agent:
         return {"conns": conns}
 
     async def op_sysctl(self, args):
-        raise Failure("unsupported", "sysctls are kernel settings; PyTCP has none of them")
+        """PyTCP's own settings (pmd_pytcp.stack.sysctl, e.g. tcp.delayed_ack.delay_ms), not a
+        kernel's: the learner shortens its timers with them."""
+        from pmd_pytcp.stack import sysctl as knobs
+
+        name = arg(args, "name", str)
+        value = args.get("value")
+        try:
+            if value is not None:
+                if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+                    value = int(value)
+                knobs.set(name, value)
+            return {"value": str(knobs.get(name))}
+        except KeyError:
+            raise Failure("ENOENT", f"PyTCP has no setting {name}") from None
+        except ValueError as exc:
+            raise Failure("EINVAL", str(exc)) from None
 
     def op_start(self, args):
         call = args.get("call")

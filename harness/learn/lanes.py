@@ -98,10 +98,12 @@ class Lane:
         if letter == "CLOSE":
             if self.sock is None:
                 return None, "nosock"
+            self.owes_ack = True  # a FIN may go out on the stack's next timer, not in the call
             return ("close", {"sock": self.sock}), None
         if letter == "CONNECT":
             if self.sock is not None:
                 return None, "held"
+            self.owes_ack = True  # likewise the SYN
             return ("connect", {"addr": self.system.peer.addr.peer_ip, "port": self.conn.sport,
                                 "bind_addr": ip, "bind_port": self.tport, "reuseaddr": True,
                                 "nonblocking": True, "timeout": 0}), None
@@ -260,6 +262,7 @@ class LiveSystem:
         for k, (lane, letter) in enumerate(zip(lanes, letters)):
             if letter is None:
                 continue
+            lane.owes_ack = False  # this step's input says whether an answer may still come
             if letter in SEGMENTS:
                 lane.send_segment(letter)
             else:

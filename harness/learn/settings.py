@@ -22,6 +22,8 @@ class Setting:
     value: str
     why: str
     default: str | None = None
+    via_agent: bool = False  # the stack's own setting, set through its agent's sysctl op
+    ack_delay: float | None = None  # the ACK-delay bound the learner waits while it is set
 
     def record(self) -> dict:
         return {"name": self.name, "value": self.value, "default": self.default, "why": self.why}
@@ -40,6 +42,14 @@ def for_target(session) -> list[Setting]:
         return [Setting(FAST_TIMER, "run after a step that may owe an ACK",
                         f"the stack sends delayed ACKs on its own timer tick, up to {spec.timing.ack_delay * 1000:.0f} ms "
                         "later; the learner runs the timer itself instead of waiting for the tick")]
+    if spec.name == "pytcp":
+        return [
+            Setting("tcp.delayed_ack.delay_ms", "1", f"PyTCP holds an ACK back {spec.timing.ack_delay * 1000:.0f} ms; "
+                    "at 1 ms the learner's wait after a step that may owe one is short", via_agent=True,
+                    ack_delay=0.01),
+            Setting("tcp.challenge_ack.rate_limit_ms", "1", "PyTCP sends one challenge ACK per window of this "
+                    "length; a second one inside it would meet silence", via_agent=True),
+        ]
     if not spec.kernel or spec.sandbox == "runsc":  # gVisor's netstack takes neither setting
         return []
     return [
@@ -58,14 +68,25 @@ class Applied:
 
     def apply(self) -> None:
         for s in self.settings:
-            s.default = self._set(s.name, s.value)
+            s.default = self._set(s, s.value)
+            if s.ack_delay is not None:
+                self.system.ack_delay = s.ack_delay
 
     def restore(self) -> None:
         for s in self.settings:
             if s.default is not None:
-                self._set(s.name, s.default)
+                self._set(s, s.default)
+        self.system.ack_delay = self.session.spec.timing.ack_delay
 
-    def _set(self, name: str, value: str) -> str:
+    def _set(self, setting: Setting, value: str) -> str:
+        if setting.via_agent:
+            agent = self.session.instance.agent
+            was = agent.call("sysctl", name=setting.name)["value"]
+            agent.call("sysctl", name=setting.name, value=value)
+            return was
+        return self._set_named(setting.name, value)
+
+    def _set_named(self, name: str, value: str) -> str:
         if name == QUICKACK:
             return self._quickack(int(value))
         if name == FAST_TIMER:
