@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import jsonschema
 
-from harness.learn.model import Model
+from .model import Model, validator
 
 SCHEMA = "synfin-model-diff/1"
 _SCHEMA_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "schema", "model-diff-1.schema.json")
@@ -109,16 +109,9 @@ def from_json(data: dict) -> list[Difference]:
             for d in data["differences"]]
 
 
-_VALIDATOR = None
-
-
 def validate_diff(data: dict) -> None:
     """Raises jsonschema.ValidationError unless `data` is a synfin-model-diff/1 document."""
-    global _VALIDATOR
-    if _VALIDATOR is None:
-        with open(_SCHEMA_FILE) as f:
-            _VALIDATOR = jsonschema.Draft202012Validator(json.load(f))
-    _VALIDATOR.validate(data)
+    validator(_SCHEMA_FILE).validate(data)
 
 
 # -- the terminal --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ machine it carries how it was learned (algorithm, equivalence oracle and its eff
 steps, wall time), the stack's identity and every setting the learning changed on the stack.
 """
 import collections
+import functools
 import html
 import json
 import os
@@ -196,12 +197,12 @@ def svg(dot: str) -> str:
     return done.stdout.decode()
 
 
-_VALIDATOR = None
+@functools.cache
+def validator(schema_file: str) -> jsonschema.Draft202012Validator:
+    """The schema at `schema_file`, read once."""
+    with open(schema_file) as f:
+        return jsonschema.Draft202012Validator(json.load(f))
 
 
 def validate(data: dict) -> None:
-    global _VALIDATOR
-    if _VALIDATOR is None:
-        with open(_SCHEMA_FILE) as f:
-            _VALIDATOR = jsonschema.Draft202012Validator(json.load(f))
-    _VALIDATOR.validate(data)
+    validator(_SCHEMA_FILE).validate(data)

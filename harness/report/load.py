@@ -45,15 +45,15 @@ def validate(doc, name: str = "results.json") -> dict:
     return doc
 
 
-def load(path: str) -> dict:
-    """The document at `path`, validated; BadInput (one line) if it is missing, cut short or not ours."""
+def read_json(path: str, what: str = "a results.json"):
+    """The JSON document at `path`; BadInput (one line) if it is missing, not text, empty or cut short."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise BadInput(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, not a results.json") from None
+        raise BadInput(f"{path}: is a directory, not {what}") from None
     except UnicodeDecodeError:
         raise BadInput(f"{path}: not a JSON text file (not UTF-8)") from None
     except OSError as exc:
@@ -61,7 +61,7 @@ def load(path: str) -> dict:
     if not text.strip():
         raise BadInput(f"{path}: empty file")
     try:
-        doc = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         # A run killed while writing leaves a prefix: the parser runs out of text, at the very
         # end or inside a string that never closes.
@@ -69,7 +69,11 @@ def load(path: str) -> dict:
         if exc.pos >= end or exc.msg.startswith("Unterminated string"):
             raise BadInput(f"{path}: truncated JSON at line {text.count(chr(10), 0, end) + 1}") from None
         raise BadInput(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
-    return validate(doc, path)
+
+
+def load(path: str) -> dict:
+    """The document at `path`, validated; BadInput (one line) if it is missing, cut short or not ours."""
+    return validate(read_json(path), path)
 
 
 def rebase(doc: dict, from_dir: str, to_dir: str) -> dict:

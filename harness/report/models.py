@@ -20,6 +20,7 @@ from functools import lru_cache
 import jsonschema
 
 from .errors import BadInput
+from .load import read_json
 from .matrix import identity as identity_words, natural
 from .words import target_dir
 
@@ -76,22 +77,7 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 
 def _json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise BadInput(f"{path}: not a JSON text file (not UTF-8)") from None
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read ({exc.strerror})") from None
-    if not text.strip():
-        raise BadInput(f"{path}: empty file")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        end = len(text.rstrip())
-        if exc.pos >= end or exc.msg.startswith("Unterminated string"):
-            raise BadInput(f"{path}: truncated JSON at line {text.count(chr(10), 0, end) + 1}") from None
-        raise BadInput(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from None
+    return read_json(path, "a model or diff JSON file")
 
 
 def _schema_check(path: str, data: dict, schema_id: str, what: str) -> None:
