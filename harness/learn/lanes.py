@@ -60,7 +60,10 @@ class Lane:
         self.conn = Connection(self.system.peer, sport, self.tport)
         self.last_ack: int | None = None
         self.ended = False
-        self.seen: dict[tuple, float] = {}
+        # The target's segments and when each first came: kept across the lane's connections, as
+        # a stack still retransmits on one the mapper has ended (a SYN in SYN-SENT after a RST
+        # the RFC says to drop).
+        self.seen: dict[tuple, float] = getattr(self, "seen", {})
         if sport not in self.ports:
             self.ports.append(sport)
 
