@@ -49,6 +49,10 @@ class Lane:
         self.sock: int | None = None      # the accepted (server) or connecting (client) socket
         self.ports: list[int] = []
         self.conn: Connection | None = None
+        # The target's segments and when each first came: kept across the lane's connections, as
+        # a stack still retransmits on one the mapper has ended (a SYN in SYN-SENT after a RST
+        # the RFC says to drop).
+        self.seen: dict[tuple, float] = {}
         self._new_connection()
         self.owes_ack = False
 
@@ -60,10 +64,6 @@ class Lane:
         self.conn = Connection(self.system.peer, sport, self.tport)
         self.last_ack: int | None = None
         self.ended = False
-        # The target's segments and when each first came: kept across the lane's connections, as
-        # a stack still retransmits on one the mapper has ended (a SYN in SYN-SENT after a RST
-        # the RFC says to drop).
-        self.seen: dict[tuple, float] = getattr(self, "seen", {})
         if sport not in self.ports:
             self.ports.append(sport)
 
