@@ -12,8 +12,10 @@ window after every step.
 
 The mapper keeps the model finite (what the reference learnings found necessary): SEQ is the
 target's last ACK, ACK is the peer's RCV.NXT, one accepted socket at most is held, listeners have
-backlog 1, every RST (either way) ends the connection — the next segment opens a new one on a new
-peer port — and the target's retransmissions on its own timer are dropped.
+backlog 1, every RST (either way) ends the connection — on the server side the next segment opens
+a new one on a new peer port; on the client side the target's socket stays connected to its port,
+and the peer still acknowledges its SYN — every CONNECT is a connection of its own on a new peer
+port, and copies of the target's SYN, FIN and data segments (its timers) are dropped.
 """
 import itertools
 import os
@@ -30,8 +32,6 @@ from .alphabet import CONSUMING, SEGMENTS, join, name_segment
 
 BARRIER_SPORT = 61999  # outside the peer's port pool (harness/ports.py)
 BARRIER_DPORT = 9      # discard: nobody listens there
-# A copy of a SYN, FIN or data segment this long after the first is the target's timer, not an answer.
-RETRANSMIT_AFTER = 0.2
 
 
 class LearnError(HarnessError):
@@ -47,25 +47,39 @@ class Lane:
         self.tport = system.session.target_ports.next()
         self.listener: int | None = None  # server side
         self.sock: int | None = None      # the accepted (server) or connecting (client) socket
-        self.ports: list[int] = []
         self.conn: Connection | None = None
-        # The target's segments and when each first came: kept across the lane's connections, as
+        self.left: list[tuple[int, int]] = []  # (peer port, SEQ) of connections a CONNECT left behind
+        # The target's SYN, FIN and data segments so far: kept across the lane's connections, as
         # a stack still retransmits on one the mapper has ended (a SYN in SYN-SENT after a RST
         # the RFC says to drop).
-        self.seen: dict[tuple, float] = {}
-        self._new_connection()
+        self.seen: set[tuple] = set()
+        self._new_connection(self.system.session.peer_ports.next())
         self.owes_ack = False
 
-    def _new_connection(self) -> None:
-        if self.side == "client" and self.conn is not None:
-            sport = self.conn.sport  # the port the target's socket connects to stays
-        else:
-            sport = self.system.session.peer_ports.next()
+    def _new_connection(self, sport: int) -> None:
+        old = self.conn
         self.conn = Connection(self.system.peer, sport, self.tport)
         self.last_ack: int | None = None
         self.ended = False
-        if sport not in self.ports:
-            self.ports.append(sport)
+        if old is not None and old.sport == sport and old.irs is not None:
+            # The client side after a RST: the target's socket may live on (SYN-SENT drops a RST
+            # without ACK, RFC 9293 §3.10.7.3), so the peer still acknowledges what it sent.
+            self.conn.irs, self.conn.rcv_nxt = old.irs, old.rcv_nxt
+            self.conn.view.irs = old.irs
+
+    def _ended(self) -> None:
+        """After a RST: on the server side the next segment opens a connection on a new peer port;
+        on the client side the target's socket stays connected to the same one."""
+        same = self.side == "client"
+        self._new_connection(self.conn.sport if same else self.system.session.peer_ports.next())
+
+    def _connecting(self) -> None:
+        """A CONNECT makes a new socket: a connection of its own, on a new peer port."""
+        if self.conn.irs is None and self.conn.snd_nxt == self.conn.iss:
+            return  # nothing on this one yet
+        self.left.append((self.conn.sport, self.last_ack if self.last_ack is not None else self.conn.snd_nxt))
+        self.conn = None
+        self._new_connection(self.system.session.peer_ports.next())
 
     # -- inputs ---------------------------------------------------------------------------
     def send_segment(self, letter: str) -> None:
@@ -106,6 +120,7 @@ class Lane:
         if letter == "CONNECT":
             if self.sock is not None:
                 return None, "held"
+            self._connecting()
             self.owes_ack = True  # likewise the SYN
             return ("connect", {"addr": self.system.peer.addr.peer_ip, "port": self.conn.sport,
                                 "bind_addr": ip, "bind_port": self.tport, "reuseaddr": True,
@@ -127,8 +142,8 @@ class Lane:
 
     # -- outputs --------------------------------------------------------------------------
     def collect(self) -> list[str]:
-        """The target's segments to this lane since the last collect, named; retransmissions
-        dropped. A RST from the target ends the connection."""
+        """The target's segments to this lane since the last collect, named; copies of a SYN, FIN
+        or data segment already seen dropped. A RST from the target ends the connection."""
         wire, conn, names = self.system.wire, self.conn, []
         while True:
             pkt = wire.next_for(conn.sport, time.monotonic())
@@ -139,15 +154,21 @@ class Lane:
                 continue
             flags = flag_letters(tcp.flags)
             length = len(bytes(tcp.payload))
+            # A copy is a retransmission, however soon it comes: timers are not answers, and a
+            # short one races the barrier (Linux re-arms its SYN timer to two jiffies after it
+            # answers a bad ACK in SYN-SENT, RFC 9293 §3.10.7.3).
             key = (flags, tcp.seq, tcp.ack, length)
-            first = self.seen.get(key)
-            if first is not None and ("S" in flags or "F" in flags or length) and \
-                    tcp.synfin_t - first >= RETRANSMIT_AFTER:
-                continue
-            self.seen.setdefault(key, tcp.synfin_t)
+            if "S" in flags or "F" in flags or length:
+                if key in self.seen:
+                    continue
+                self.seen.add(key)
             if self.side == "client" and "S" in flags and conn.irs is None:
                 conn.dport = tcp.sport
             names.append(name_segment(flags, tcp.seq, tcp.ack, length, conn.rcv_nxt, conn.snd_nxt, conn.irs))
+            if "S" in flags and conn.irs is not None and tcp.seq != conn.irs:
+                # A new ISN: a new incarnation on the same ports (the old one closed without a
+                # RST, or a new socket): the peer takes IRS from it, as in SYN-SENT (§3.10.7.3).
+                conn.irs = conn.rcv_nxt = None
             conn._absorb(tcp)  # RCV.NXT follows the target's in-order segments
             if "A" in flags and "R" not in flags:
                 self.last_ack = tcp.ack
@@ -156,7 +177,7 @@ class Lane:
             if "A" in flags or "R" in flags:
                 self.owes_ack = False
         if self.ended:
-            self._new_connection()
+            self._ended()
         return names
 
     def teardown_calls(self) -> list[tuple[str, dict]]:
@@ -171,13 +192,14 @@ class Lane:
         return calls
 
     def teardown_segment(self) -> None:
-        """A RST at the target's last ACK, so the stack forgets the connection now."""
-        conn = self.conn
-        if conn.irs is None and self.side == "client":
-            return
-        seq = self.last_ack if self.last_ack is not None else conn.snd_nxt
-        tcp = TCP(sport=conn.sport, dport=self.tport, flags="R", seq=seq, window=0)
-        self.system.wire.send(self.system.wire.frame(tcp))
+        """A RST at the target's last ACK on each of the lane's connections, so the stack forgets
+        them now."""
+        conn, wire = self.conn, self.system.wire
+        ends = list(self.left)
+        if conn.irs is not None or self.side == "server":
+            ends.append((conn.sport, self.last_ack if self.last_ack is not None else conn.snd_nxt))
+        for sport, seq in ends:
+            wire.send(wire.frame(TCP(sport=sport, dport=self.tport, flags="R", seq=seq, window=0)))
 
 
 class LiveSystem:
