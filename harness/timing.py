@@ -13,3 +13,7 @@ class Timing:
     # The longest the stack holds back the ACK of a segment (its delayed-ACK timer): the learner
     # waits this long where an ACK may still be owed (harness/learn/lanes.py).
     ack_delay: float = 0.0
+    # How long the stack's answer may trail its answer to a later segment on another port (a
+    # stack that processes each connection's segments on a thread of its own, as gVisor's does):
+    # the learner waits this long after its barrier (harness/learn/lanes.py).
+    barrier_lag: float = 0.0

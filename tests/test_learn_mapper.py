@@ -152,3 +152,33 @@ def test_a_new_incarnations_syn_ack_is_the_one_the_peer_acknowledges():
     assert lane.collect() == ["SA(s?)"]
     lane.send_segment("ACK")
     assert (wire.sent[-1].sport, wire.sent[-1].ack) == (sport, 90001)
+
+
+def test_the_barrier_waits_the_lag_of_a_stack_that_answers_out_of_order(monkeypatch):
+    # gVisor answers each connection on a goroutine of its own: a SYN,ACK may come just after
+    # the barrier's RST, so silence is only proven once the profile's lag has passed too.
+    from types import SimpleNamespace
+    from harness.learn import lanes
+    from harness.targets import gvisor
+    system = object.__new__(lanes.LiveSystem)
+    system.session = SimpleNamespace(spec=gvisor.TARGET)
+    system.barrier_works, system.waited = True, 0.0
+    system._barrier = lambda timeout: True
+    slept = []
+    monkeypatch.setattr(lanes.time, "sleep", slept.append)
+    system.settle()
+    assert slept == [gvisor.TARGET.timing.barrier_lag] and slept[0] > 0
+    assert system.waited == slept[0]
+
+
+def test_the_settings_learning_changes_come_from_the_targets_profile():
+    from types import SimpleNamespace
+    from harness import targets
+    from harness.learn.settings import for_target
+    named = {t: [(s.name, s.value, s.via_agent, s.ack_delay) for s in for_target(SimpleNamespace(spec=targets.get(t)))]
+             for t in ("linux", "pytcp", "gvisor", "lwip")}
+    assert named["linux"] == [("net.ipv4.tcp_invalid_ratelimit", "0", False, None), ("route quickack", "1", False, None)]
+    assert named["pytcp"] == [("tcp.delayed_ack.delay_ms", "1", True, 0.01),
+                              ("tcp.challenge_ack.rate_limit_ms", "1", True, None)]
+    assert named["gvisor"] == []  # its netstack reads no sysctl
+    assert [n for n, *_ in named["lwip"]] == ["fast timer"]

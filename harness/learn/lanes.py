@@ -6,7 +6,8 @@ lane's i-th input is sent, then one *barrier* proves that the stack has answered
 The barrier is an ACK to a port nobody listens on, which every stack must answer with a RST
 (RFC 9293 §3.10.7.1); a stack works through its input in order, so once the barrier's RST is
 back, whatever the earlier inputs caused has been sent, and silence is proven without a silence
-window. A stack that holds ACKs back (a delayed-ACK timer) gets its profile's ACK-delay bound on
+window (a stack that answers each connection on a thread of its own gets its profile's bound on
+how far an answer may trail the barrier's, `Timing.barrier_lag`). A stack that holds ACKs back (a delayed-ACK timer) gets its profile's ACK-delay bound on
 the steps that may owe one; a stack that does not answer the barrier gets that bound as a silence
 window after every step.
 
@@ -254,6 +255,10 @@ class LiveSystem:
                     not self._barrier(timeout=self.session.spec.timing.reply):
                 raise LearnError(f"target {self.target.name} stopped answering the barrier probe "
                                  f"(an ACK to its closed port {BARRIER_DPORT})")
+            lag = self.session.spec.timing.barrier_lag
+            if lag:  # a stack that answers each connection on a thread of its own
+                self.waited += lag
+                time.sleep(lag)
         else:
             self.waited += self.window
             time.sleep(self.window)

@@ -42,14 +42,9 @@ def for_target(session) -> list[Setting]:
         return [Setting(FAST_TIMER, "run after a step that may owe an ACK",
                         f"the stack sends delayed ACKs on its own timer tick, up to {spec.timing.ack_delay * 1000:.0f} ms "
                         "later; the learner runs the timer itself instead of waiting for the tick")]
-    if spec.name == "pytcp":
-        return [
-            Setting("tcp.delayed_ack.delay_ms", "1", f"PyTCP holds an ACK back {spec.timing.ack_delay * 1000:.0f} ms; "
-                    "at 1 ms the learner's wait after a step that may owe one is short", via_agent=True,
-                    ack_delay=0.01),
-            Setting("tcp.challenge_ack.rate_limit_ms", "1", "PyTCP sends one challenge ACK per window of this "
-                    "length; a second one inside it would meet silence", via_agent=True),
-        ]
+    if spec.learning_settings:
+        return [Setting(name, value, why, via_agent=True, ack_delay=delay)
+                for name, value, why, delay in spec.learning_settings]
     if not spec.kernel or spec.sandbox == "runsc":  # gVisor's netstack takes neither setting
         return []
     return [

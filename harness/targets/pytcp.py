@@ -18,4 +18,10 @@ TARGET = TargetSpec(
     runtimes=("docker",),
     # TCP__RCV_WND_MAX 65535 unscaled, MSS alone.
     synack_check=synack_signature("PyTCP", window=65535),
+    learning_settings=(
+        ("tcp.delayed_ack.delay_ms", "1", "PyTCP holds an ACK back 100 ms; at 1 ms the learner's wait after "
+         "a step that may owe one is short", 0.01),
+        ("tcp.challenge_ack.rate_limit_ms", "1", "PyTCP sends one challenge ACK per window of this length; a "
+         "second one inside it would meet silence", None),
+    ),
 )

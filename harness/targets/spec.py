@@ -36,6 +36,9 @@ class TargetSpec:
     # The kernel's sysctls are the stack's own, read and set through the agent (not from the
     # host side of a namespace).
     sysctl_via_agent: bool = False
+    # The stack's own settings the learner changes (harness/learn/settings.py), set through the
+    # agent's sysctl op: (name, value, why, the ACK-delay bound while it is set, or None).
+    learning_settings: tuple = ()
     # The agent's hello must report a version that starts so (the kernel under test, not another).
     version_prefix: str = ""
     memory: str = "64M"  # a user-mode kernel's memory
