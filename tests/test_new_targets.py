@@ -1,10 +1,12 @@
 """gVisor's netstack and Linux 6.1 as a user-mode kernel: the answers are theirs, their wire and
 their settings work as the host kernel's do, and they leave nothing behind."""
+import json
 import os
 import shutil
 
+import jsonschema
 import pytest
-from suite import run_cases
+from suite import ROOT, run_cases
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="building labs needs root")
 needs_uml = pytest.mark.skipif(shutil.which("linux.uml") is None, reason="needs user-mode-linux")
@@ -37,6 +39,7 @@ def test_linux_6_1_is_its_own_kernel_on_its_own_wire(tmp_path):
     assert flags[:3] == ["SYN", "SYN,ACK", "ACK"], flags
     evidence = tmp_path / "results" / verdicts["test_setting_put_back"]["evidence"]["pcap"]
     assert evidence.stat().st_size > 24 + 3 * 16
+    assert_results_schema(tmp_path, "linux-6.1", "uml")
 
 
 @needs_runsc
@@ -55,3 +58,13 @@ def test_gvisor_answers_from_its_sandbox_with_the_namespace_kernel_silent(tmp_pa
     record = verdicts["test_open"]
     assert record["verdict"] == "PASS", proc.stdout[-3000:]
     assert record["notes"]["lab_address_in_namespace"] == "False"
+    assert_results_schema(tmp_path, "gvisor", "runsc")
+
+
+def assert_results_schema(tmp_path, target: str, sandbox: str) -> None:
+    """The run's results.json is one the schema (and so synfin-report) takes, with the sandbox
+    the stack ran in as its runtime."""
+    doc = json.loads((tmp_path / "results" / "results.json").read_text())
+    with open(os.path.join(ROOT, "harness", "schema", "results-1.schema.json")) as f:
+        jsonschema.validate(doc, json.load(f))
+    assert doc["targets"][target]["runtime"] == sandbox

@@ -362,3 +362,22 @@ window.addEventListener("load", function () {
     assert len(widths) == 2 and all(w > 0 for w in widths), widths  # both drawings load from the site
     width, height = (float(v) for v in dom.split('data-diff="', 1)[1].split('"', 1)[0].split(","))
     assert width > 300 and height > 40
+
+
+def test_a_model_no_transition_of_which_was_checked_says_so_and_contradictions_read_as_words(tmp_path):
+    # gVisor reports no connection states: none of its transitions meets the oracle table, which
+    # is not the same as "no forbidden transition".
+    t = {("s0", a): ("TIMEOUT", "s0") for a in SERVER}
+    m = Model(SERVER, t, target="gvisor", side="server", identity={"stack": "gvisor"},
+              learning={"algorithm": "L#", "queries": 3, "steps": 3, "wall_s": 1.0,
+                        "contradictions": [{"word": ["SYN", "ACK"], "answers": [[["SA", "A"], 3], [["SA", "TIMEOUT"], 1]]}]},
+              settings=[], settings_check=None, tcp_states={}, conformance=[])
+    models = tmp_path / "learned"
+    m.write(str(models))
+    out = tmp_path / "site"
+    assert main(["--models", str(models), "--out", str(out)]) == 0
+    text = words(re.sub(r"<[^>]+>", "", text_of(out / "models.html")))  # as a reader sees it
+    assert "no forbidden transition" not in text
+    assert "Conformance: not checked" in text and "did not report the TCP state" in text
+    assert re.search(r"gvisorserver gvisor13 not checked", text)  # the models table: 1 state, 3 transitions
+    assert "SYN ACK: SA A (3×), SA TIMEOUT (1×)" in text

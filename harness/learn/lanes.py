@@ -6,17 +6,17 @@ lane's i-th input is sent, then one *barrier* proves that the stack has answered
 The barrier is an ACK to a port nobody listens on, which every stack must answer with a RST
 (RFC 9293 §3.10.7.1); a stack works through its input in order, so once the barrier's RST is
 back, whatever the earlier inputs caused has been sent, and silence is proven without a silence
-window (a stack that answers each connection on a thread of its own gets its profile's bound on
-how far an answer may trail the barrier's, `Timing.barrier_lag`). A stack that holds ACKs back (a delayed-ACK timer) gets its profile's ACK-delay bound on
-the steps that may owe one; a stack that does not answer the barrier gets that bound as a silence
-window after every step.
+window. A stack that answers each connection on a thread of its own gets its profile's bound on
+how far an answer may trail the barrier's (`Timing.barrier_lag`); a stack that holds ACKs back (a
+delayed-ACK timer) gets its profile's ACK-delay bound on the steps that may owe one; a stack that
+does not answer the barrier gets that bound as a silence window after every step.
 
 The mapper keeps the model finite (what the reference learnings found necessary): SEQ is the
 target's last ACK, ACK is the peer's RCV.NXT, one accepted socket at most is held, listeners have
-backlog 1, every RST (either way) ends the connection — on the server side the next segment opens
-a new one on a new peer port; on the client side the target's socket stays connected to its port,
-and the peer still acknowledges its SYN — every CONNECT is a connection of its own on a new peer
-port, and copies of the target's SYN, FIN and data segments (its timers) are dropped.
+backlog 1, and copies of the target's SYN, FIN and data segments (its timers) are dropped. Every
+RST (either way) ends the connection: on the server side the next segment opens a new one on a
+new peer port; on the client side the target's socket stays connected to its port, and the peer
+still acknowledges its SYN. Every CONNECT is a connection of its own, on a new peer port.
 """
 import itertools
 import os

@@ -248,9 +248,23 @@ def learning_facts(learning: dict) -> list[tuple[str, str]]:
             text = _number(value)
         out.append((label, text))
     for key, value in learning.items():  # whatever else the learner recorded, as it wrote it
-        if key not in dict(_LEARNING):
+        if key == "contradictions" and isinstance(value, list):
+            out.append(("contradictions settled by a majority", _contradictions(value)))
+        elif key not in dict(_LEARNING):
             out.append((key.replace("_", " "), _text(value)))
     return out
+
+
+def _contradictions(settled: list) -> str:
+    """'SYN ACK: SA A (3×), SA TIMEOUT (1×); …': each word, then every answer it got and how often."""
+    parts = []
+    for c in settled:
+        try:
+            answers = ", ".join(f"{' '.join(out)} ({n}×)" for out, n in c["answers"])
+            parts.append(f"{' '.join(c['word'])}: {answers}")
+        except (KeyError, TypeError, ValueError):
+            parts.append(_text(c))
+    return "; ".join(parts) or "none"
 
 
 def identity_facts(info: dict) -> tuple[str, list[tuple[str, str]]]:
@@ -344,6 +358,7 @@ def model_page(m: ModelFile, links: dict[str, str], texts, redrawn: set[str] = f
         "target": d["target"], "side": d["side"], "identity": words, "identity_facts": facts,
         "alphabet": d["alphabet"], "outputs": d["outputs"],
         "states_n": len(d["states"]), "transitions_n": len(d["transitions"]), "self_loops": loops,
+        "tcp_states_known": any(tcp.values()),
         "learning": learning_facts(d.get("learning") or {}),
         "settings": [{"name": s.get("name"), "value": s.get("value"), "default": s.get("default"), "why": s.get("why")}
                      for s in d.get("settings") or []],
