@@ -121,3 +121,30 @@ def test_the_settings_check_names_the_transitions_that_depend_on_them():
     assert {(d["state"], d["input"]) for d in result["dependent"]} == {(TRUTH.state_after(("SYN", "FIN")), "SYN")}
     same = settings.check(TRUTH, SimulatedStack().run, n=500)
     assert same["dependent"] == []
+
+
+def test_a_stack_that_does_not_answer_the_barrier_is_told_what_that_costs(monkeypatch):
+    # Without the barrier's RST every step waits a silence window: learning still works, but
+    # slower and only as sure as the window, and the user must be told why.
+    from types import SimpleNamespace
+    from harness import targets
+    from harness.learn import learner
+
+    class Unanswered:
+        barrier_works, window, ack_delay, tick = False, 0.05, 0.0, False
+
+        def __init__(self, session, side):
+            self.session, self.target = session, SimpleNamespace(name=session.spec.name)
+
+        def run(self, words, states=None):
+            if states is not None:
+                states.extend([None] * len(words))
+            return [["TIMEOUT"] * len(w) for w in words]
+
+    monkeypatch.setattr(learner, "LiveSystem", Unanswered)
+    said = []
+    model = learner.learn(SimpleNamespace(spec=targets.get("smoltcp"), identity={}), "server",
+                          parse_effort("quick"), lanes=4, progress=said.append)
+    assert len(model.states) == 1 and model.learning["barrier"] is False
+    told = [m for m in said if "barrier" in m]
+    assert told and "no RST" in told[0] and "50 ms silence window" in told[0], said

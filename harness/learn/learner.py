@@ -7,7 +7,7 @@ from aalpy.learning_algs import run_Lsharp
 
 from . import conformance, settings as learn_settings
 from .alphabet import ALPHABETS
-from .lanes import LearnError, LiveSystem
+from .lanes import BARRIER_DPORT, BARRIER_SPORT, LearnError, LiveSystem
 from .model import Model
 from .sul import LaneOracle, Relearn, StackSUL
 
@@ -90,6 +90,10 @@ def learn(session, side: str = "server", effort: dict | None = None, lanes: int 
                          "connect (the CONNECT input)")
     alphabet = ALPHABETS[side]
     system = LiveSystem(session, side)
+    if not system.barrier_works and progress is not None:
+        progress(f"target {spec.name} does not answer the barrier probe (an ACK from port {BARRIER_SPORT} to its "
+                 f"closed port {BARRIER_DPORT} gets no RST): every step waits a {system.window * 1000:.0f} ms "
+                 "silence window instead, so learning is slower and silence only as sure as that window")
     changed = learn_settings.Applied(system, learn_settings.for_target(session))
     began = time.monotonic()
     changed.apply()
