@@ -118,7 +118,7 @@ def test_each_shard_runs_the_readmes_commands_for_its_target_and_group():
 def test_the_report_job_merges_every_shard_with_the_previous_nights_results():
     jobs = workflow()["jobs"]
     report = jobs["report"]
-    assert report["needs"] in ("cases", ["cases"]) and report["if"] == "${{ !cancelled() }}"
+    assert set(report["needs"]) == {"cases", "models-diff"} and report["if"] == "${{ !cancelled() }}"
     steps = report["steps"]
     assert run_of(steps[1]) == readme_commands()[0]
     download = next(s for s in steps if s.get("uses", "").startswith("actions/download-artifact@"))
@@ -131,6 +131,35 @@ def test_the_report_job_merges_every_shard_with_the_previous_nights_results():
     uploads = {s["with"]["name"]: s["with"]["path"] for s in steps
                if s.get("uses", "").startswith("actions/upload-artifact@")}
     assert uploads == {"report": "report/", "merged-results": "merged/results.json"}
+
+
+def test_every_landed_stack_is_learned_and_the_report_shows_the_models():
+    from harness import targets
+    jobs = workflow()["jobs"]
+    models = jobs["models"]
+    matrix = models["strategy"]["matrix"]
+    assert set(matrix["target"]) == set(targets.known()) and matrix["side"] == ["server"]
+    assert matrix["include"] == [{"target": "linux", "side": "client"}]
+    assert models["strategy"]["fail-fast"] is False
+    runs = [run_of(s) for s in models["steps"] if "run" in s]
+    assert runs[0] == readme_commands()[0]
+    argv = shlex.split(runs[1])
+    assert argv[0] == ".venv/bin/synfin-learn" and option(argv, "--target") == "$TARGET" \
+        and option(argv, "--side") == "$SIDE"
+    upload = next(s for s in models["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert option(argv, "--out") == "models/$TARGET-$SIDE"  # what the upload takes
+    assert upload["with"]["path"] == "models/${{ matrix.target }}-${{ matrix.side }}/"
+    diff = jobs["models-diff"]
+    assert diff["needs"] in ("models", ["models"]) and diff["if"] == "${{ !cancelled() }}"
+    download = next(s for s in diff["steps"] if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"] == {"pattern": "model-*", "path": "models", "merge-multiple": True}
+    script = next(run_of(s) for s in diff["steps"] if "synfin-learn diff" in run_of(s))
+    assert ".venv/bin/synfin-learn diff models/linux-server.json models/smoltcp-server.json --out models" in script
+    assert "--no-replay" not in script  # the differences are confirmed live
+    report = next(run_of(s) for s in jobs["report"]["steps"] if "synfin-report" in run_of(s))
+    assert 'set -- "$@" --models models' in report
+    fetched = [s["with"] for s in jobs["report"]["steps"] if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert {"name": "models", "path": "models"} in fetched
 
 
 def collected(target: str, *args: str) -> set[str]:
