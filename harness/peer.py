@@ -96,6 +96,14 @@ class Wire:
         self.frame = Framer(self.addr).frame
         self.trace: list[Frame] = []
         self._queues: dict[int, collections.deque] = collections.defaultdict(collections.deque)
+        # A target's own link carries every frame it sends, with no packet filter: the wire keeps
+        # the peer's queues to what the veth's filter passes (the target's address), and hands
+        # a case's watch what the target's MAC sent otherwise.
+        self.own_link = link is not None
+        self._target_ip = socket.inet_aton(target)
+        self._peer_ip = socket.inet_aton(lab.addr.peer_ip)
+        self._target_mac = bytes.fromhex(lab.addr.target_mac.replace(":", ""))
+        self._watches: dict[int, "Watch"] = {}
         self.waited = 0.0   # seconds of silence and pauses the cases asked for
         self.blocked = 0.0  # seconds spent waiting for the target's segments (benchmark figures)
 
@@ -129,9 +137,24 @@ class Wire:
         tcp_at = 14 + (data[14] & 0x0F) * 4
         if len(data) < tcp_at + 20:
             return True
+        port = int.from_bytes(data[tcp_at + 2:tcp_at + 4], "big")
+        src, dst = data[26:30], data[30:34]
+        watch = self._watches.get(port)
+        elsewhere = watch is not None and data[6:12] == self._target_mac and (src, dst) != (self._target_ip, self._peer_ip)
+        if self.own_link and src != self._target_ip and not elsewhere:
+            return True
         self.trace.append(Frame(now, False, data))
-        self._queues[int.from_bytes(data[tcp_at + 2:tcp_at + 4], "big")].append((now, data))
+        if elsewhere:
+            watch.frames.append(data)
+        if not self.own_link or src == self._target_ip:
+            self._queues[port].append((now, data))
         return True
+
+    def watch(self, port: int) -> "Watch":
+        """On a target's own link: what the target's MAC sends to the peer's `port` that is not
+        from the target's address to the peer's, until the watch is closed (a context manager)."""
+        watch = self._watches[port] = Watch(self, port)
+        return watch
 
     def _answer_arp(self, arp: ARP) -> None:
         # Stacks that keep their own neighbour table (user-space stacks) still ask for the peer.
@@ -162,6 +185,32 @@ class Wire:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Watch:
+    """The frames one `Wire.watch` caught; each is in the wire's trace already."""
+
+    def __init__(self, wire: Wire, port: int):
+        self.wire, self.port = wire, port
+        self.frames: list[bytes] = []
+        self._taken = 0
+
+    def caught(self) -> list[Ether]:
+        """What came since the last call (read without waiting)."""
+        self.wire.drain()
+        new, self._taken = self.frames[self._taken:], len(self.frames)
+        return [Ether(data) for data in new]
+
+    def close(self) -> None:
+        if self.wire._watches.get(self.port) is self:
+            del self.wire._watches[self.port]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 class Peer:

@@ -17,7 +17,6 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from harness import rawsock
-from harness.errors import Unsupported
 from harness.markers import requirement
 from harness.peer import Frame, Mismatch
 from harness.segments import Seg, describe, flag_words, seq_add, seq_diff
@@ -28,13 +27,16 @@ PROBE_OFFSET = 0x40000000
 
 class _Elsewhere:
     """The target's TCP segments to `conn`'s port that the peer's wire does not queue: those not
-    sent from the target's address to the peer's. Each one is also added to the case's trace."""
+    sent from the target's address to the peer's. Each one is also added to the case's trace.
+    On the lab's veth a second packet socket catches them; on a target's own link (a user-mode
+    kernel's), which carries every frame it sends, the wire's own watch does."""
 
     def __init__(self, lab, conn):
         self.lab = lab
-        if lab.session.spec.wire != "veth":
-            raise Unsupported("the answers sent elsewhere are watched by a second packet socket on the lab's "
-                              f"veth; target {lab.target.name}'s frames travel on one socket of its own")
+        self.sock = self._watch = None
+        if lab.peer.wire.own_link:
+            self._watch = lab.peer.wire.watch(conn.sport)
+            return
         addr = lab.peer.addr
         link = lab.session.lab
         bpf = (f"tcp dst port {conn.sport} and ether src {addr.target_mac} "
@@ -45,12 +47,17 @@ class _Elsewhere:
         return self
 
     def __exit__(self, *exc):
-        self.sock.close()
+        if self._watch is not None:
+            self._watch.close()
+        else:
+            self.sock.close()
         return False
 
     def caught(self) -> list[Ether]:
         """What has arrived so far (nothing is waited for: whatever the target sent before the
         follow-up's answer came is already here)."""
+        if self._watch is not None:
+            return self._watch.caught()
         out = []
         while select.select([self.sock], [], [], 0)[0]:
             data, stamp = rawsock.recv_stamped(self.sock)
