@@ -140,7 +140,8 @@ class Wire:
         port = int.from_bytes(data[tcp_at + 2:tcp_at + 4], "big")
         src, dst = data[26:30], data[30:34]
         watch = self._watches.get(port)
-        elsewhere = watch is not None and data[6:12] == self._target_mac and (src, dst) != (self._target_ip, self._peer_ip)
+        elsewhere = watch is not None and data[6:12] == self._target_mac and \
+            (src, dst) != (self._target_ip, self._peer_ip)
         if self.own_link and src != self._target_ip and not elsewhere:
             return True
         self.trace.append(Frame(now, False, data))
