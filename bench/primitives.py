@@ -41,9 +41,15 @@ def measure(target_name: str, runtime: str = "auto", n: int = 300, starts: int =
             t = time.perf_counter()
             target.call("hello")
             out["hello"].append(time.perf_counter() - t)
-        port = session.target_ports.next()
-        listener = target.listen(port, backlog=128)
-        for _ in range(n):
+        listener = None
+        for i in range(n):
+            # A fresh listener every 64 SYNs: reset connections nobody accepted may stay in an
+            # accept queue (slirp's host-side listener is a Linux socket), which a full one refuses.
+            if i % 64 == 0:
+                if listener is not None:
+                    target.close(listener)
+                port = session.target_ports.next()
+                listener = target.listen(port, backlog=128)
             conn = peer.connection(port)
             t = time.perf_counter()
             conn.syn()
@@ -51,14 +57,16 @@ def measure(target_name: str, runtime: str = "auto", n: int = 300, starts: int =
             out["send_and_wait"].append(time.perf_counter() - t)
             conn.rst(seq=conn.snd_nxt)
         conn = peer.connect(port)  # one connection held open, as a case asks about its own
-        for _ in range(n):
+        out["state"] = None
+        for _ in range(n if "conns" in session.spec.capabilities else 0):  # gVisor lists none
             t = time.perf_counter()
             target.conn_state(port, conn.sport)
             out["conns_one"].append(time.perf_counter() - t)
             t = time.perf_counter()
             target.conn_state(port, conn.sport + 1)
             out["conns_none"].append(time.perf_counter() - t)
-        out["state"] = target.conn_state(port, conn.sport)
+        if out["conns_one"]:
+            out["state"] = target.conn_state(port, conn.sport)
         target.close(listener)
         for _ in range(min(n, 100)):
             target.listen(session.target_ports.next())  # a case that left a listener open
@@ -81,8 +89,11 @@ def main():
           f"{len(m['start'])} starts: {figures(m['start'])}")
     print(f"agent round trip (hello), {args.n} calls: {figures(m['hello'])}")
     print(f"peer send-and-wait (SYN → SYN-ACK), {args.n} times: {figures(m['send_and_wait'])}")
-    print(f"conns, one connection ({m['state']}): {figures(m['conns_one'])}")
-    print(f"conns, a tuple without one: {figures(m['conns_none'])}")
+    if m["conns_one"]:
+        print(f"conns, one connection ({m['state']}): {figures(m['conns_one'])}")
+        print(f"conns, a tuple without one: {figures(m['conns_none'])}")
+    else:
+        print("conns: the target lists no connections")
     print(f"reset (a case's teardown, one listener left open): {figures(m['reset'])}")
 
 
