@@ -138,18 +138,23 @@ class Wire:
         if len(data) < tcp_at + 20:
             return True
         port = int.from_bytes(data[tcp_at + 2:tcp_at + 4], "big")
-        src, dst = data[26:30], data[30:34]
-        watch = self._watches.get(port)
-        elsewhere = watch is not None and data[6:12] == self._target_mac and \
-            (src, dst) != (self._target_ip, self._peer_ip)
-        if self.own_link and src != self._target_ip and not elsewhere:
+        if self.own_link and not self._the_peers(data, port, now):
             return True
         self.trace.append(Frame(now, False, data))
-        if elsewhere:
-            watch.frames.append(data)
-        if not self.own_link or src == self._target_ip:
-            self._queues[port].append((now, data))
+        self._queues[port].append((now, data))
         return True
+
+    def _the_peers(self, data: bytes, port: int, now: float) -> bool:
+        """On a target's own link: whether a frame is the peer's (from the target's address, what
+        the veth's filter passes). A watch on its port gets what the target's MAC sent elsewhere."""
+        src, dst = data[26:30], data[30:34]
+        mine = src == self._target_ip
+        watch = self._watches.get(port)
+        if watch is not None and data[6:12] == self._target_mac and (not mine or dst != self._peer_ip):
+            watch.frames.append(data)
+            if not mine:  # the peer's own frames go into the trace with the rest
+                self.trace.append(Frame(now, False, data))
+        return mine
 
     def watch(self, port: int) -> "Watch":
         """On a target's own link: what the target's MAC sends to the peer's `port` that is not

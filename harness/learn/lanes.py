@@ -57,29 +57,29 @@ class Lane:
         self._new_connection(self.system.session.peer_ports.next())
         self.owes_ack = False
 
-    def _new_connection(self, sport: int) -> None:
-        old = self.conn
+    def _new_connection(self, sport: int, still_connected: Connection | None = None) -> None:
         self.conn = Connection(self.system.peer, sport, self.tport)
         self.last_ack: int | None = None
         self.ended = False
-        if old is not None and old.sport == sport and old.irs is not None:
+        if still_connected is not None and still_connected.irs is not None:
             # The client side after a RST: the target's socket may live on (SYN-SENT drops a RST
             # without ACK, RFC 9293 §3.10.7.3), so the peer still acknowledges what it sent.
-            self.conn.irs, self.conn.rcv_nxt = old.irs, old.rcv_nxt
-            self.conn.view.irs = old.irs
+            self.conn.irs, self.conn.rcv_nxt = still_connected.irs, still_connected.rcv_nxt
+            self.conn.view.irs = still_connected.irs
 
     def _ended(self) -> None:
         """After a RST: on the server side the next segment opens a connection on a new peer port;
         on the client side the target's socket stays connected to the same one."""
-        same = self.side == "client"
-        self._new_connection(self.conn.sport if same else self.system.session.peer_ports.next())
+        if self.side == "client":
+            self._new_connection(self.conn.sport, still_connected=self.conn)
+        else:
+            self._new_connection(self.system.session.peer_ports.next())
 
     def _connecting(self) -> None:
         """A CONNECT makes a new socket: a connection of its own, on a new peer port."""
         if self.conn.irs is None and self.conn.snd_nxt == self.conn.iss:
             return  # nothing on this one yet
         self.left.append((self.conn.sport, self.last_ack if self.last_ack is not None else self.conn.snd_nxt))
-        self.conn = None
         self._new_connection(self.system.session.peer_ports.next())
 
     # -- inputs ---------------------------------------------------------------------------
