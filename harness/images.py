@@ -230,10 +230,13 @@ def _prepare(context: Path, name: str, log: Log) -> None:
 
 def _prune(client, repository: str, keep: str, log: Log) -> None:
     """Drop the superseded builds of a target, so cached images do not pile up on the machine."""
-    for image in client.images.list(name=repository):
-        if keep in image.tags:
+    # The low-level listing: the high-level one inspects each image it lists, and fails on one
+    # another run removes meanwhile.
+    for image in client.api.images(name=repository):
+        tags = image.get("RepoTags") or []
+        if keep in tags:
             continue
-        for old in image.tags:
+        for old in tags:
             try:
                 client.images.remove(old)
                 log(f"removed superseded image {old}")

@@ -548,6 +548,17 @@ def lab(synfin_session, synfin_target, request):
         pass  # the case already reports the broken target
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """After a case's body has returned, its target is fenced (Target.fence): a death during
+    the case is then this case's error (_died), never the next one's."""
+    result = yield
+    case = getattr(item, "_synfin_lab", None)
+    if case is not None and case.target.instance is case.session.instance:
+        case.target.fence()
+    return result
+
+
 # -- verdicts ---------------------------------------------------------------------------------
 def _settled(item, call):
     """The case's steps and the step its verdict belongs to (StepLog.finish), settled once."""

@@ -48,6 +48,23 @@ class Instance:
         raise NotImplementedError
 
 
+# The agent's channel closes a moment before its process can be reaped (a container's, before its
+# shim reaps it): once the channel has closed, its exit is waited for this long.
+EXIT_GRACE = 2.0
+
+
+def _gone(exited, agent) -> bool:
+    """Whether the target's process has ended; waited for a moment if its channel has closed."""
+    if exited() or agent is None or agent.healthy:
+        return exited()
+    deadline = time.monotonic() + EXIT_GRACE
+    while time.monotonic() < deadline:
+        time.sleep(0.005)
+        if exited():
+            return True
+    return False
+
+
 def describe_exit(code: int) -> str:
     """An exit status in words: negative (Popen) or above 128 (a container's) is a signal."""
     signum = -code if code < 0 else code - 128 if code > 128 else None
@@ -135,7 +152,7 @@ class DockerInstance(Instance):
         return self.agent.healthy and os.path.exists(f"/proc/{self._pid}")
 
     def death(self) -> str | None:
-        if os.path.exists(f"/proc/{self._pid}"):
+        if not _gone(lambda: not os.path.exists(f"/proc/{self._pid}"), self.agent):
             return None
         code = self._exit_code(2.0)  # the engine records the exit a moment after the process ends
         if code is None:
@@ -181,11 +198,13 @@ class ProcessInstance(Instance):
             return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        # A broken channel is a dead target too: nothing more can be asked of it.
+        return self.proc is not None and self.proc.poll() is None and (self.agent is None or self.agent.healthy)
 
     def death(self) -> str | None:
-        code = self.proc.poll() if self.proc is not None else None
-        return None if code is None else describe_exit(code)
+        if self.proc is None or not _gone(lambda: self.proc.poll() is not None, self.agent):
+            return None
+        return describe_exit(self.proc.returncode)
 
     def stop(self) -> None:
         try:
@@ -246,15 +265,29 @@ def sweep(client) -> list[str]:
     return sandbox.sweep() + lab_mod.sweep() + (sweep_containers(client) if client else [])
 
 
+def synfin_containers(client) -> list[tuple[str, int, object]]:
+    """(name, owner pid, container) of every synfin container, from one sparse listing: no
+    inspection per container, which would fail on one another run removes meanwhile."""
+    found = client.containers.list(all=True, sparse=True, filters={"label": LABEL_OWNER})
+    return [((c.attrs.get("Names") or ["/"])[0].lstrip("/"),  # a sparse listing has no .name
+             int((c.attrs.get("Labels") or {}).get(LABEL_OWNER, "0") or 0), c) for c in found]
+
+
 def sweep_containers(client) -> list[str]:
     """Remove containers of synfin runs whose process is gone."""
     removed = []
-    # Sparse: one listing, no inspection per container (another run's container may be gone by
-    # the time it would be inspected: its removal is no error here).
     try:
-        found = client.containers.list(all=True, sparse=True, filters={"label": LABEL_OWNER})
+        found = synfin_containers(client)
     except Exception:
         return removed
+    for name, pid, c in found:
+        if pid and not owner_alive(pid) and owner_of(name) == pid:
+            try:
+                c.remove(force=True)
+                removed.append(f"container {name}")
+            except Exception:  # another worker of the same run got there first
+                pass
+    return removed
     for c in found:
         pid = int((c.attrs.get("Labels") or {}).get(LABEL_OWNER, "0") or 0)
         name = (c.attrs.get("Names") or ["/"])[0].lstrip("/")  # a sparse listing has no .name

@@ -180,6 +180,12 @@ class Target:
             raise Unsupported(f"target {self.name} has no setting {name} (this kernel predates it)") from None
 
     # -- between cases --------------------------------------------------------------------
+    def fence(self) -> None:
+        """One round trip, not recorded as the case's: answered, the target was alive after
+        the case; a target killed meanwhile (a crash its last segment caused) breaks the channel
+        here, so its death is found in this case rather than by the next case's first call."""
+        self.instance.agent.call("hello")
+
     def reset(self) -> None:
         """Abort what the case left open (one RST, no FIN retransmissions leaking into later
         cases' captures) and put changed sysctls back."""

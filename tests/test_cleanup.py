@@ -48,7 +48,8 @@ def leftovers(pid: int) -> list[str]:
         found += [f"dir {d}" for d in os.listdir(lab_mod.RUN_ROOT) if d.startswith(prefix + "-")]
     client, _ = runtime.docker_client()
     if client:
-        found += [f"container {c.name}" for c in client.containers.list(all=True) if c.name.startswith(prefix + "-")]
+        found += [f"container {name}" for name, _, _ in runtime.synfin_containers(client)
+                  if name.startswith(prefix + "-")]
     return found
 
 
@@ -136,3 +137,43 @@ def test_a_sandbox_or_user_mode_kernel_never_outlives_its_run(sig, target, tool)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _listed_but_gone(monkeypatch, inspect: str, error) -> None:
+    """Every inspection answers 404, as for an object another run removed after it was listed."""
+    import docker
+
+    def gone(self, resource_id, *args, **kwargs):
+        raise error(f"No such object: {resource_id} (removed by another run)")
+    monkeypatch.setattr(docker.api.client.APIClient, inspect, gone)
+
+
+@pytest.mark.skipif(runtime.docker_client()[0] is None, reason="needs a Docker engine")
+def test_a_container_removed_while_being_listed_is_no_error(monkeypatch):
+    import docker
+    from harness.images import ensure_target_image
+
+    client = runtime.docker_client()[0]
+    image = ensure_target_image(client, "linux", lambda line: None)
+    name = f"{owner_prefix()}-listed"
+    c = client.containers.create(image, name=name, labels={runtime.LABEL_OWNER: str(os.getpid())})
+    try:
+        _listed_but_gone(monkeypatch, "inspect_container", docker.errors.NotFound)
+        assert f"container {name}" in leftovers(os.getpid())
+        assert runtime.sweep_containers(client) == []  # its owner (this process) is alive
+    finally:
+        monkeypatch.undo()
+        c.remove(force=True)
+
+
+@pytest.mark.skipif(runtime.docker_client()[0] is None, reason="needs a Docker engine")
+def test_an_image_removed_while_superseded_builds_are_pruned_is_no_error(monkeypatch):
+    import docker
+    from harness import images
+
+    client = runtime.docker_client()[0]
+    tag = images.ensure_target_image(client, "linux", lambda line: None)
+    _listed_but_gone(monkeypatch, "inspect_image", docker.errors.ImageNotFound)
+    images._prune(client, "synfin-linux", keep=tag, log=lambda line: None)
+    monkeypatch.undo()
+    assert client.images.get(tag).tags  # the kept build is still there

@@ -107,6 +107,27 @@ def test_a_failed_restart_is_retried_and_a_dead_target_costs_one_case(tmp_path):
     assert "restart 1 of target linux failed (the replacement did not answer its probe SYN" in proc.stderr
 
 
+@pytest.mark.parametrize("target,rt", KINDS, ids=[f"{t}-{r}" for t, r in KINDS])
+def test_a_target_killed_after_the_cases_last_call_is_charged_to_that_case(tmp_path, target, rt):
+    # Nothing is asked of the target after the kill, and its process may still be exiting when
+    # the next case begins: the death must be found at the end of the case that saw it, not by
+    # the next case's first call (which would charge the death to the wrong case).
+    body = KILL + "".join(dedent(f"""
+        @requirement("R9293-3.10.7.2/third", "MUST")
+        def test_dies_{i}(lab):
+            lab.target.listen(lab.port())
+            kill_target(lab)
+        """) + passive_opens(f"test_after_{i}") for i in range(3))
+    proc, _ = run_cases(tmp_path, body, f"--target={target}", f"--runtime={rt}", timeout=240)
+    verdicts = by_case(tmp_path, target)
+    for i in range(3):
+        record = verdicts[f"test_dies_{i}"]
+        assert record["verdict"] == "ERROR", (record, proc.stdout[-3000:])
+        assert record["message"].startswith(f"TargetError: target {target} died during the case: killed by SIGKILL"), \
+            record["message"]
+        assert verdicts[f"test_after_{i}"]["verdict"] == "PASS", proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
 def test_a_restart_that_keeps_failing_costs_that_case_only(tmp_path):
     proc, verdicts = run_cases(tmp_path, KILL + dedent("""
         @requirement("R9293-3.10.7.2/third", "MUST")
