@@ -12,6 +12,7 @@ import ctypes
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -126,12 +127,7 @@ class RunscInstance(ProcessInstance):
         self.agent = AgentClient.over_process(self.proc, name=f"{self.spec.name} agent", log_tail=self.log_tail)
 
     def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # launcher, gofer and sandbox together
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
+        end(self.proc, self.rundir)  # launcher, gofer and sandbox together
         forget(self.state, self.name)
         self._log.close()
 
@@ -147,42 +143,72 @@ def forget(state: str, name: str) -> None:
 
 def processes(prefix: str) -> list[int]:
     """Live processes whose command line names a path that starts with `prefix` (a sandbox's
-    launcher, gofer and sentry all carry its state folder in theirs)."""
-    mark = prefix.encode()
+    launcher, gofer and sentry all carry its state folder in theirs, a user-mode kernel's
+    helper processes their kernel's command line)."""
+    return [pid for pid, _ in _marked(prefix.encode())]
+
+
+def _marked(mark: bytes) -> list[tuple[int, bytes]]:
+    """(pid, command line) of the live processes whose command line contains `mark`."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if mark not in f.read():
-                    continue
+                cmdline = f.read()
+            if mark not in cmdline:
+                continue
             with open(f"/proc/{entry}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                    found.append(int(entry))
+                    found.append((int(entry), cmdline))
         except (OSError, IndexError):
             pass
     return found
 
 
+def end(proc, rundir: str) -> None:
+    """Ends a launched sandbox or user-mode kernel: its process group while its leader lives
+    (the leader unreaped, its id cannot name another group), then by id whatever still runs
+    with its run folder on its command line (the helpers of a leader killed on its own)."""
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            proc.kill()
+        proc.wait(timeout=10)
+    for pid in processes(rundir.rstrip("/") + "/"):
+        if pid > 1:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+_RUN_FOLDER = re.compile(rb"/(syn[0-9a-f]+-[^/\x00]+)")
+
+
 def sweep() -> list[str]:
     """Processes of runs whose process is gone, before lab.sweep() removes their folders: a
     sandbox or a user-mode kernel dies with the run (PR_SET_PDEATHSIG), but whatever still runs
-    with a dead run's folder on its command line is ended by its pid (never by what runsc's state
-    lists: a stopped sandbox is listed with pid -1, and kill(-1) signals every process)."""
+    with a dead run's folder on its command line (whether the folder is still there or not) is
+    ended by its pid (never by what runsc's state lists: a stopped sandbox is listed with pid
+    -1, and kill(-1) signals every process)."""
     removed = []
     root = lab_mod.RUN_ROOT
+    for leftover, cmdline in _marked(root.encode() + b"/"):
+        folder = _RUN_FOLDER.search(cmdline.split(root.encode(), 1)[1])
+        entry = folder.group(1).decode(errors="replace") if folder else ""
+        pid = owner_of(entry, run_dir=True)
+        if pid is None or owner_alive(pid) or leftover <= 1:
+            continue
+        try:
+            os.kill(leftover, signal.SIGKILL)
+            removed.append(f"process {leftover} of {entry}")
+        except ProcessLookupError:
+            pass
     for entry in os.listdir(root) if os.path.isdir(root) else ():
         pid = owner_of(entry, run_dir=True)
-        where = os.path.join(root, entry)
-        if pid is None or owner_alive(pid):
-            continue
-        for leftover in processes(where + "/"):
-            if leftover > 1:
-                try:
-                    os.kill(leftover, signal.SIGKILL)
-                    removed.append(f"process {leftover} of {entry}")
-                except ProcessLookupError:
-                    pass
-        shutil.rmtree(os.path.join(where, "runsc"), ignore_errors=True)
+        if pid is not None and not owner_alive(pid):
+            shutil.rmtree(os.path.join(root, entry, "runsc"), ignore_errors=True)
     return removed

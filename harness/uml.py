@@ -9,7 +9,6 @@ lab's wire), and the UML process itself runs in a network namespace of its own, 
 """
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -20,7 +19,7 @@ from .agent import AgentClient
 from .cleanup import REGISTRY, owner_prefix
 from .errors import TargetError
 from .runtime import ProcessInstance
-from .sandbox import die_with
+from .sandbox import die_with, end
 from .targets.spec import DOCKER_DIR
 
 UML = "linux.uml"
@@ -99,12 +98,7 @@ class UmlInstance(ProcessInstance):
             return b"\n".join(f.read().splitlines()[-20:]).decode(errors="replace")
 
     def _kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # UML is a session leader (it calls setsid)
-            except ProcessLookupError:
-                self.proc.kill()
-            self.proc.wait(timeout=10)
+        end(self.proc, self.rundir)  # UML is a session leader (it calls setsid), its helpers in its group
         for sock in (self.link, self._listener):
             if sock is not None:
                 sock.close()

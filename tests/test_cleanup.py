@@ -139,6 +139,24 @@ def test_a_sandbox_or_user_mode_kernel_never_outlives_its_run(sig, target, tool)
             proc.kill()
 
 
+def test_a_dead_runs_process_is_swept_even_when_its_folder_is_gone(tmp_path):
+    # A killed user-mode kernel's helpers outlive it; its run may have removed the folder their
+    # command line names: the sweep finds them by that name all the same.
+    owner = subprocess.Popen(["true"])
+    owner.wait()  # a run that has ended
+    folder = f"{lab_mod.RUN_ROOT}/{owner_prefix(owner.pid)}-linux-6.1-0"
+    assert not os.path.exists(folder)
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "umid=x", f"uml_dir={folder}"])
+    try:
+        assert helper.pid in sandbox_processes(owner.pid)
+        removed = sandbox.sweep()
+        assert f"process {helper.pid} of {os.path.basename(folder)}" in removed
+        assert helper.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        if helper.poll() is None:
+            helper.kill()
+
+
 def _listed_but_gone(monkeypatch, inspect: str, error) -> None:
     """Every inspection answers 404, as for an object another run removed after it was listed."""
     import docker

@@ -112,13 +112,17 @@ def test_a_target_killed_after_the_cases_last_call_is_charged_to_that_case(tmp_p
     # Nothing is asked of the target after the kill, and its process may still be exiting when
     # the next case begins: the death must be found at the end of the case that saw it, not by
     # the next case's first call (which would charge the death to the wrong case).
+    pidfile = tmp_path / "run.pid"
     body = KILL + "".join(dedent(f"""
         @requirement("R9293-3.10.7.2/third", "MUST")
         def test_dies_{i}(lab):
+            open({str(pidfile)!r}, "w").write(str(os.getpid()))
             lab.target.listen(lab.port())
             kill_target(lab)
         """) + passive_opens(f"test_after_{i}") for i in range(3))
     proc, _ = run_cases(tmp_path, body, f"--target={target}", f"--runtime={rt}", timeout=240)
+    # What a killed target leaves (a user-mode kernel's helper processes) goes with its run.
+    assert wait_gone(int(pidfile.read_text()), timeout=2) == []
     verdicts = by_case(tmp_path, target)
     for i in range(3):
         record = verdicts[f"test_dies_{i}"]
