@@ -159,14 +159,19 @@ def _reconnect(lab, old, local_port: int | None, **conn_kw):
 
 def _check_reused(lab, old, syn, old_ts=None) -> None:
     """The SYN of the new incarnation: SEQ above the old SND.NXT (MAY-2 (1)) and, with
-    timestamps, TSval above the old connection's last one (so PAWS, RFC 7323 §5, holds)."""
+    timestamps, TSval not below the old connection's last one. PAWS takes a segment for an old
+    one when "SEG.TSval < TS.Recent" (RFC 7323 §5.3 R1): an equal TSval is a reconnect within
+    one tick of the old connection's last segment (a 1 ms clock, §5.4), recorded as a note."""
     lab.note("new_iss_minus_old_snd_nxt", seq_diff(syn.seq, old.rcv_nxt))
     assert _above(syn.seq, old.rcv_nxt), (
         f"the new SYN's SEQ {syn.seq:#010x} is not above the old SND.NXT {old.rcv_nxt:#010x}")
     if old_ts is not None:
         new_ts = tsval(syn)
-        assert new_ts is not None and _above(new_ts, old_ts), (
-            f"the new SYN's TSval {new_ts} is not above the old connection's last TSval {old_ts}")
+        assert new_ts is not None, "the new SYN carries no Timestamp option"
+        lab.note("new_tsval_minus_old", seq_diff(new_ts, old_ts))
+        assert seq_diff(new_ts, old_ts) >= 0, (
+            f"the new SYN's TSval {new_ts} is below the old connection's last TSval {old_ts}: "
+            "PAWS would take the new incarnation's segments for old ones")
 
 
 def _into_time_wait_from_active_open(lab, bind_port=None, **conn_kw):
@@ -186,7 +191,8 @@ def test_target_reconnects_from_its_bound_time_wait_port_with_timestamps(lab):
     """§3.6.1 MAY-2/SHLD-4 from the closer's own side: the target reopens a 4-tuple it holds in
     TIME-WAIT by binding the same local port (SO_REUSEADDR) and connecting again. Safe only if
     the new SYN's SEQ is above every sequence number of the old incarnation (MAY-2 (1)) and, with
-    timestamps, its TSval above the old ones so PAWS (RFC 7323 §5) rejects old duplicates.
+    timestamps, its TSval not below the old ones, so PAWS (RFC 7323 §5.3) does not take the new
+    incarnation for the old one.
     Whether the stack allows it is recorded; if it does, SEQ and TSval are checked. (Linux
     allows it for an explicitly bound port whenever timestamps were used, whatever
     net.ipv4.tcp_tw_reuse says.)"""
