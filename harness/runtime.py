@@ -288,13 +288,3 @@ def sweep_containers(client) -> list[str]:
             except Exception:  # another worker of the same run got there first
                 pass
     return removed
-    for c in found:
-        pid = int((c.attrs.get("Labels") or {}).get(LABEL_OWNER, "0") or 0)
-        name = (c.attrs.get("Names") or ["/"])[0].lstrip("/")  # a sparse listing has no .name
-        if pid and not owner_alive(pid) and owner_of(name) == pid:
-            try:
-                c.remove(force=True)
-                removed.append(f"container {name}")
-            except Exception:  # another worker of the same run got there first
-                pass
-    return removed
