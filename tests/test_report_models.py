@@ -12,7 +12,7 @@ import pytest
 
 from harness.learn.model import Model
 from harness.report.cli import main
-from test_report import listing, small_doc, write
+from test_report import document, listing, record, small_doc, write
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SERVER = ["SYN", "ACK", "RST"]
@@ -54,7 +54,7 @@ def lwip_model() -> Model:
                       "verdict": "forbidden", "requirement": "R9293-3.10.7.2/second", "step": "§3.10.7.2 second",
                       "why": "TIMEOUT is not among the answers §3.10.7.2 second allows: R", "level": "MUST",
                       "rfc": '§3.10.7.2 second: "An acceptable reset segment should be formed for any arriving '
-                             'ACK-bearing segment"', "next": "s0", "next_tcp_state": "LISTEN"},
+                             'ACK-bearing segment"', "next": "s0", "next_tcp_state": "LISTEN", "row": "LISTEN-ACK"},
                      {"state": "s0", "tcp_state": "LISTEN", "input": "SYN", "output": "SA", "allowed": ["SA"],
                       "verdict": "conforms", "requirement": "R9293-3.10.7.2/third", "step": "§3.10.7.2 third"}])
 
@@ -381,3 +381,39 @@ def test_a_model_no_transition_of_which_was_checked_says_so_and_contradictions_r
     assert "Conformance: not checked" in text and "did not report the TCP state" in text
     assert re.search(r"gvisorserver gvisor13 not checked", text)  # the models table: 1 state, 3 transitions
     assert "SYN ACK: SA A (3×), SA TIMEOUT (1×)" in text
+
+
+def test_a_finding_shows_what_the_matrix_cell_of_its_row_says_on_that_stack(tmp_path):
+    # The same (state, segment) as one of the matrix's cells: the finding links that cell's page,
+    # with its verdict on the model's stack, so a reader sees whether the case agrees.
+    cell = "cases/matrix/test_cells.py::test_cell[LISTEN-ACK]"
+    doc = small_doc()
+    doc["results"] += [record(cell, "lwip", "EXPECTED"), record(cell, "linux", "PASS")]
+    out = tmp_path / "site"
+    assert main([write(tmp_path / "results.json", doc), "--out", str(out), "--models", learned_dir(tmp_path)]) == 0
+    lwip = section(text_of(out / "models.html"), "m-lwip-server")
+    finding = lwip[lwip.index('<tr class="forbidden">'):]
+    finding = finding[:finding.index("</tr>")]
+    href = re.search(r'href="(cases/[^"]+\.html)"', finding)
+    assert href and (out / href.group(1)).is_file(), finding
+    assert cell.split("::")[1] in text_of(out / href.group(1))
+    assert 'class="chip v-EXPECTED"' in finding and "LISTEN-ACK" in finding
+    assert "1 of them the matrix's own cell shows too" in lwip
+
+
+def test_a_finding_whose_matrix_cell_passes_is_marked_as_a_disagreement(tmp_path):
+    cell = "cases/matrix/test_cells.py::test_cell[LISTEN-ACK]"
+    doc = small_doc()
+    doc["results"] += [record(cell, "lwip", "PASS")]
+    out = tmp_path / "site"
+    assert main([write(tmp_path / "results.json", doc), "--out", str(out), "--models", learned_dir(tmp_path)]) == 0
+    lwip = section(text_of(out / "models.html"), "m-lwip-server")
+    assert 'class="chip v-PASS"' in lwip and "the model and the cell disagree" in lwip
+
+
+def test_a_finding_without_a_matrix_cell_in_the_results_says_so(tmp_path):
+    out = tmp_path / "site"
+    assert main([write(tmp_path / "results.json", small_doc()), "--out", str(out), "--models",
+                 learned_dir(tmp_path)]) == 0
+    lwip = section(text_of(out / "models.html"), "m-lwip-server")
+    assert "not in these results" in lwip

@@ -301,16 +301,35 @@ def catalogue_text(rid: str) -> str:
     return f"{req.level} {req.section}: {req.text}"
 
 
-def _conformance(entries: list[dict], links, texts) -> dict:
+MATRIX_CELL = "cases/matrix/test_cells.py::test_cell["
+SHOWN_BY_CELL = ("EXPECTED", "FAIL", "WARN")  # the cell, too, sees the stack part from the RFC
+
+
+def matrix_cells(cases: dict[str, dict[str, dict]], slugs: dict[str, str]) -> dict[tuple[str, str], dict]:
+    """(target, oracle row) -> the verdict of the matrix's cell for that row on that target and
+    the cell's page: a finding of a learned model is the same (state, segment) as that cell."""
+    out = {}
+    for case, records in cases.items():
+        if case.startswith(MATRIX_CELL) and case.endswith("]"):
+            row = case[len(MATRIX_CELL):-1]
+            for target, r in records.items():
+                out[(target, row)] = {"row": row, "verdict": r["verdict"], "href": f"cases/{slugs[case]}.html"}
+    return out
+
+
+def _conformance(entries: list[dict], links, texts, target: str, cells: dict | None) -> dict:
     forbidden, conforming, other = [], [], []
     for e in entries:
         row = {"state": e.get("state"), "tcp_state": e.get("tcp_state"), "input": e.get("input"),
                "output": e.get("output"), "allowed": [_text(a) for a in (e.get("allowed") or [])],
                "requirement": _requirement(e.get("requirement"), links, texts), "step": e.get("step"),
                "verdict": e.get("verdict"), "why": e.get("why") or "", "rfc": e.get("rfc") or "",
-               "level": e.get("level"), "next_tcp_state": e.get("next_tcp_state")}
+               "level": e.get("level"), "next_tcp_state": e.get("next_tcp_state"), "row": e.get("row"),
+               "cell": (cells or {}).get((target, e.get("row")))}
         {"forbidden": forbidden, "conforms": conforming}.get(e.get("verdict"), other).append(row)
-    return {"forbidden": forbidden, "conforming": conforming, "other": other, "total": len(entries)}
+    shown = sum(1 for f in forbidden if f["cell"] and f["cell"]["verdict"] in SHOWN_BY_CELL)
+    return {"forbidden": forbidden, "conforming": conforming, "other": other, "total": len(entries),
+            "with_results": cells is not None, "shown_by_cells": shown}
 
 
 def _settings_check(check: dict | None) -> dict | None:
@@ -344,7 +363,8 @@ def _drawing(m: ModelFile, redrawn: set[str] = frozenset()) -> dict:
             "svg_name": m.stem + ".svg", "dot_name": m.stem + ".dot"}
 
 
-def model_page(m: ModelFile, links: dict[str, str], texts, redrawn: set[str] = frozenset()) -> dict:
+def model_page(m: ModelFile, links: dict[str, str], texts, redrawn: set[str] = frozenset(),
+               cells: dict | None = None) -> dict:
     d = m.data
     access = {s["id"]: s["access"] for s in d["states"]}
     tcp = {s["id"]: s.get("tcp_state") for s in d["states"]}
@@ -363,7 +383,7 @@ def model_page(m: ModelFile, links: dict[str, str], texts, redrawn: set[str] = f
         "settings": [{"name": s.get("name"), "value": s.get("value"), "default": s.get("default"), "why": s.get("why")}
                      for s in d.get("settings") or []],
         "settings_check": _settings_check(d.get("settings_check")),
-        "conformance": _conformance(d.get("conformance") or [], links, texts),
+        "conformance": _conformance(d.get("conformance") or [], links, texts, d["target"], cells),
         "drawing": _drawing(m, redrawn),
         "states": [{"id": s["id"], "access": access[s["id"]], "tcp_state": tcp[s["id"]],
                     "initial": s["id"] == d["initial"]} for s in d["states"]],
@@ -437,10 +457,12 @@ def diff_page(f: DiffFile, models: list[dict], links: dict[str, str], texts) -> 
             "alphabet": d["alphabet"], "left_out": d["left_out"], "differences": differences, "counts": counts}
 
 
-def page(md: ModelDir, requirement_links: dict[str, str] | None = None, texts=catalogue_text) -> dict:
-    """models.html's data. `requirement_links`: requirement id -> href of its place in the report."""
+def page(md: ModelDir, requirement_links: dict[str, str] | None = None, texts=catalogue_text,
+         cells: dict | None = None) -> dict:
+    """models.html's data. `requirement_links`: requirement id -> href of its place in the report;
+    `cells`: the matrix's cells in the report's results (matrix_cells), None without results."""
     links = requirement_links or {}
-    models = [model_page(m, links, texts, md.redrawn) for m in md.models]
+    models = [model_page(m, links, texts, md.redrawn, cells) for m in md.models]
     models.sort(key=lambda m: (natural(m["target"]), SIDES.index(m["side"]) if m["side"] in SIDES else 9, m["file"]))
     diffs = [diff_page(f, models, links, texts) for f in md.diffs]
     return {"dir": md.path, "models": models, "diffs": diffs, "ignored": md.ignored,

@@ -90,9 +90,10 @@ def _anchor_requirements(grid: dict) -> dict[str, str]:
     return links
 
 
-def _models_page(site: str, models: "learned.ModelDir", links: dict[str, str], common: dict, names: list[str]) -> None:
+def _models_page(site: str, models: "learned.ModelDir", links: dict[str, str], common: dict, names: list[str],
+                 cells: dict | None = None) -> None:
     learned.copy(models, site)
-    data = learned.page(models, links)
+    data = learned.page(models, links, cells=cells)
     for name in names:
         _write(os.path.join(site, name), render("models.html.j2", p=data, root="", **common))
 
@@ -123,7 +124,7 @@ def _build(doc: dict | None, site: str, baseline: dict | None, results_dir: str 
     grid = matrix.build(doc, slugs, comparison)
     requirement_links = _anchor_requirements(grid)
     if models is not None:
-        _models_page(site, models, requirement_links, common, ["models.html"])
+        _models_page(site, models, requirement_links, common, ["models.html"], learned.matrix_cells(cases, slugs))
     _write(os.path.join(site, "index.html"),
            render("index.html.j2", m=grid, comparison=comparison, verdicts=VERDICTS, root="", **common))
     _write(os.path.join(site, MARKER), f"{SCHEMA_ID}\n")
