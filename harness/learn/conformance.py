@@ -296,13 +296,9 @@ def _catalogue_row(c: Case) -> str | None:
 
 
 # -- the check --------------------------------------------------------------------------------
-def check(model: Model) -> list[dict]:
-    """Every learned transition the table has a row for, with its verdict: "conforms" when the
-    output is one of the answers the RFC allows (and, where the lane still sees the connection,
-    the state afterwards is the one that answer leaves), "forbidden" otherwise."""
-    results = []
-    access = model.access()
-    for state, word in access.items():
+def _checked(model: Model):
+    """(state, its access word, its TCP state, input, Case) of every transition the table checks."""
+    for state, word in model.access().items():
         tcp = model.tcp_states.get(state)
         for letter in model.alphabet:
             c = case(tcp, letter, model.side)
@@ -312,33 +308,52 @@ def check(model: Model) -> list[dict]:
                 # An earlier connection of this listener may still sit in its backlog of 1 (reset
                 # or not yet accepted); a SYN dropped there is the queue's limit, not §3.10.7.2.
                 continue
-            output, nxt = model.transitions[(state, letter)]
-            allowed = answers(c, letter, _peer_knows_rcv_nxt(model, word))
-            spelled = list(dict.fromkeys(s for a in allowed for s in a.spelled()))
-            fits = [a for a in allowed if a.matches(output)]
-            observed = model.tcp_states.get(nxt)
-            verdict, why = "conforms", ""
-            if not fits:
+            yield state, word, tcp, letter, c
+
+
+def checked_pairs(model: Model) -> list[tuple[str, str]]:
+    """The (state, input) pairs check() judges: the learner measures the state after each."""
+    return [(state, letter) for state, _, _, letter, _ in _checked(model)]
+
+
+def check(model: Model, after: dict[tuple[str, str], str | None] | None = None) -> list[dict]:
+    """Every learned transition the table has a row for, with its verdict: "conforms" when the
+    output is one of the answers the RFC allows (and, where the lane still sees the connection,
+    the state afterwards is the one that answer leaves), "forbidden" otherwise.
+
+    `after`: (state, input) -> the TCP state the lane saw after that state's access word and the
+    input. Without it the next learned state's label stands in, which misleads where the learner
+    merged two TCP states the alphabet cannot tell apart (the label is its access word's)."""
+    results = []
+    for state, word, tcp, letter, c in _checked(model):
+        output, nxt = model.transitions[(state, letter)]
+        allowed = answers(c, letter, _peer_knows_rcv_nxt(model, word))
+        spelled = list(dict.fromkeys(s for a in allowed for s in a.spelled()))
+        fits = [a for a in allowed if a.matches(output)]
+        measured = after is not None and (state, letter) in after
+        observed = after[(state, letter)] if measured else model.tcp_states.get(nxt)
+        verdict, why = "conforms", ""
+        if not fits:
+            verdict = "forbidden"
+            why = f"{output} is not among the answers {c.row.step} allows: {' | '.join(spelled)}"
+        elif observed is not None and not _resets(letter, output):
+            # After a RST the lane is on a new connection: the next state says nothing of this one.
+            settled = [a for a in fits if _same_state(a.after, observed)]
+            if not settled:
                 verdict = "forbidden"
-                why = f"{output} is not among the answers {c.row.step} allows: {' | '.join(spelled)}"
-            elif observed is not None and not _resets(letter, output):
-                # After a RST the lane is on a new connection: the next state says nothing of this one.
-                settled = [a for a in fits if _same_state(a.after, observed)]
-                if not settled:
-                    verdict = "forbidden"
-                    expected = sorted({a.after for a in fits})
-                    why = (f"{output} is allowed, but the connection is {observed} afterwards, where that answer "
-                           f"leaves it {' or '.join(expected)}")
-                fits = settled or fits
-            results.append({
-                "state": state, "tcp_state": tcp, "input": letter, "output": output,
-                "next": nxt, "next_tcp_state": observed,
-                "allowed": spelled, "answer": fits[0].name if fits and verdict == "conforms" else None,
-                "verdict": verdict, "why": why,
-                "requirement": c.requirement, "catalogue_row": _catalogue_row(c), "level": c.row.level,
-                "step": c.row.step, "rfc": c.row.rfc, "row": c.row.id, "position": c.position,
-                "note": c.note,
-            })
+                expected = sorted({a.after for a in fits})
+                why = (f"{output} is allowed, but the connection is {observed} afterwards, where that answer "
+                       f"leaves it {' or '.join(expected)}")
+            fits = settled or fits
+        results.append({
+            "state": state, "tcp_state": tcp, "input": letter, "output": output,
+            "next": nxt, "next_tcp_state": observed, "next_tcp_state_measured": measured,
+            "allowed": spelled, "answer": fits[0].name if fits and verdict == "conforms" else None,
+            "verdict": verdict, "why": why,
+            "requirement": c.requirement, "catalogue_row": _catalogue_row(c), "level": c.row.level,
+            "step": c.row.step, "rfc": c.row.rfc, "row": c.row.id, "position": c.position,
+            "note": c.note,
+        })
     return results
 
 

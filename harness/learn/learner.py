@@ -80,6 +80,14 @@ def learn_machine(run, alphabet: list[str], effort: dict, lanes: int, seed: int 
     return hypothesis, figures
 
 
+def _states_after(system, words: list, lanes: int) -> list:
+    """The TCP state the stack reports after each word, `lanes` words at a time."""
+    found: list = []
+    for i in range(0, len(words), lanes):
+        system.run(words[i:i + lanes], states=found)
+    return found
+
+
 def learn(session, side: str = "server", effort: dict | None = None, lanes: int = 16, seed: int = 0,
           check_settings: bool = True, progress=None) -> Model:
     """The model of the stack behind a started Session."""
@@ -102,9 +110,11 @@ def learn(session, side: str = "server", effort: dict | None = None, lanes: int 
         model = Model.from_aalpy(hypothesis, alphabet, target=spec.name, side=side,
                                  identity=session.identity or {})
         access = model.access()
-        found: list = []
-        system.run([access[s] for s in access], states=found)
-        model.tcp_states = dict(zip(access, found))
+        model.tcp_states = dict(zip(access, _states_after(system, [access[s] for s in access], lanes)))
+        # The state after each checked transition, seen after that very transition: a learned
+        # state may stand for two TCP states (conformance.check).
+        pairs = conformance.checked_pairs(model)
+        after_states = dict(zip(pairs, _states_after(system, [access[s] + [a] for s, a in pairs], lanes)))
     finally:
         changed.restore()
     figures.update(wall_s=round(time.monotonic() - began, 2), barrier=system.barrier_works,
@@ -115,5 +125,5 @@ def learn(session, side: str = "server", effort: dict | None = None, lanes: int 
         if progress is not None:
             progress("replaying sampled words with the stack's default settings")
         model.settings_check = learn_settings.check(model, system.run)
-    model.conformance = conformance.check(model)
+    model.conformance = conformance.check(model, after_states)
     return model
