@@ -292,8 +292,16 @@ def test_the_state_after_a_transition_is_the_one_measured_after_it_not_its_merge
     assert judged["verdict"] == "forbidden" and "ESTABLISHED afterwards" in judged["why"]
 
 
-def test_the_pairs_to_measure_are_the_checked_ones():
+def test_the_words_to_measure_make_the_checked_transitions():
     model, names = machine()
-    pairs = conformance.checked_pairs(model)
-    assert (names["est"], "FIN") in pairs and (names["est"], "ACCEPT") not in pairs
-    assert set(pairs) == {(r["state"], r["input"]) for r in check(model)}
+    words = conformance.checked_words(model)
+    assert (names["est"], "FIN") in words and (names["est"], "ACCEPT") not in words
+    assert set(words) == {(r["state"], r["input"]) for r in check(model)}
+    access = model.access()
+    for (state, letter), word in words.items():
+        assert word == [*access[state], letter] and isinstance(word, list)
+        # replayed on the model, the word ends in that very transition
+        s = model.initial
+        for a in word[:-1]:
+            s = model.transitions[(s, a)][1]
+        assert s == state

@@ -311,9 +311,10 @@ def _checked(model: Model):
             yield state, word, tcp, letter, c
 
 
-def checked_pairs(model: Model) -> list[tuple[str, str]]:
-    """The (state, input) pairs check() judges: the learner measures the state after each."""
-    return [(state, letter) for state, _, _, letter, _ in _checked(model)]
+def checked_words(model: Model) -> dict[tuple[str, str], list[str]]:
+    """The (state, input) pairs check() judges, each with the word that makes that transition
+    (the state's access word, then the input): the learner measures the state after each."""
+    return {(state, letter): [*word, letter] for state, word, _, letter, _ in _checked(model)}
 
 
 def check(model: Model, after: dict[tuple[str, str], str | None] | None = None) -> list[dict]:

@@ -110,11 +110,11 @@ def learn(session, side: str = "server", effort: dict | None = None, lanes: int 
         model = Model.from_aalpy(hypothesis, alphabet, target=spec.name, side=side,
                                  identity=session.identity or {})
         access = model.access()
-        model.tcp_states = dict(zip(access, _states_after(system, [access[s] for s in access], lanes)))
+        model.tcp_states = dict(zip(access, _states_after(system, [list(access[s]) for s in access], lanes)))
         # The state after each checked transition, seen after that very transition: a learned
         # state may stand for two TCP states (conformance.check).
-        pairs = conformance.checked_pairs(model)
-        after_states = dict(zip(pairs, _states_after(system, [access[s] + [a] for s, a in pairs], lanes)))
+        words = conformance.checked_words(model)
+        after_states = dict(zip(words, _states_after(system, list(words.values()), lanes)))
     finally:
         changed.restore()
     figures.update(wall_s=round(time.monotonic() - began, 2), barrier=system.barrier_works,
