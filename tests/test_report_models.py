@@ -409,6 +409,7 @@ def test_a_finding_whose_matrix_cell_passes_is_marked_as_a_disagreement(tmp_path
     assert main([write(tmp_path / "results.json", doc), "--out", str(out), "--models", learned_dir(tmp_path)]) == 0
     lwip = section(text_of(out / "models.html"), "m-lwip-server")
     assert 'class="chip v-PASS"' in lwip and "the model and the cell disagree" in lwip
+    assert "this is the initial state" in lwip  # s0
 
 
 def test_a_finding_without_a_matrix_cell_in_the_results_says_so(tmp_path):

@@ -317,7 +317,8 @@ def matrix_cells(cases: dict[str, dict[str, dict]], slugs: dict[str, str]) -> di
     return out
 
 
-def _conformance(entries: list[dict], links, texts, target: str, cells: dict | None) -> dict:
+def _conformance(entries: list[dict], links, texts, target: str, cells: dict | None,
+                 access: dict[str, list]) -> dict:
     forbidden, conforming, other = [], [], []
     for e in entries:
         row = {"state": e.get("state"), "tcp_state": e.get("tcp_state"), "input": e.get("input"),
@@ -325,7 +326,7 @@ def _conformance(entries: list[dict], links, texts, target: str, cells: dict | N
                "requirement": _requirement(e.get("requirement"), links, texts), "step": e.get("step"),
                "verdict": e.get("verdict"), "why": e.get("why") or "", "rfc": e.get("rfc") or "",
                "level": e.get("level"), "next_tcp_state": e.get("next_tcp_state"), "row": e.get("row"),
-               "cell": (cells or {}).get((target, e.get("row")))}
+               "cell": (cells or {}).get((target, e.get("row"))), "access": access.get(e.get("state")) or []}
         {"forbidden": forbidden, "conforms": conforming}.get(e.get("verdict"), other).append(row)
     shown = sum(1 for f in forbidden if f["cell"] and f["cell"]["verdict"] in SHOWN_BY_CELL)
     return {"forbidden": forbidden, "conforming": conforming, "other": other, "total": len(entries),
@@ -383,7 +384,7 @@ def model_page(m: ModelFile, links: dict[str, str], texts, redrawn: set[str] = f
         "settings": [{"name": s.get("name"), "value": s.get("value"), "default": s.get("default"), "why": s.get("why")}
                      for s in d.get("settings") or []],
         "settings_check": _settings_check(d.get("settings_check")),
-        "conformance": _conformance(d.get("conformance") or [], links, texts, d["target"], cells),
+        "conformance": _conformance(d.get("conformance") or [], links, texts, d["target"], cells, access),
         "drawing": _drawing(m, redrawn),
         "states": [{"id": s["id"], "access": access[s["id"]], "tcp_state": tcp[s["id"]],
                     "initial": s["id"] == d["initial"]} for s in d["states"]],
