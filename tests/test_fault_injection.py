@@ -31,7 +31,14 @@ def kill_target(lab, after=0.0):
     instance = lab.session.instance
     def kill():
         if hasattr(instance, "proc"):
-            os.kill(instance.proc.pid, signal.SIGKILL)
+            # Every process of it, as a crash would end it: gVisor's sandbox runs in a session of
+            # its own, and killed with its launcher alone it may go on answering for a while.
+            from harness import sandbox
+            for pid in [instance.proc.pid] + sandbox.processes(instance.rundir + "/"):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         else:
             docker.from_env().containers.get(instance.name).kill()
     threading.Timer(after, kill).start() if after else kill()
