@@ -18,7 +18,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.utils import checksum
 
 from . import rawsock
-from .errors import LabError
+from .errors import LabError, TargetError
 from .timing import Timing  # noqa: F401 (the peer's waits; imported from here by cases)
 from .segments import Alternatives, Seg, SeqView, alternatives, describe, seg_len, seq_add, seq_diff
 
@@ -121,7 +121,9 @@ class Wire:
             return False
         data = self.sock.recv(MTU)
         if not data:
-            return True
+            # Only a link of a target's own is a connected socket: readable and empty, its other
+            # end has closed (the user-mode kernel is gone), and it stays so; never waited on.
+            raise TargetError("the target's link closed: its other end is gone (the target died?)")
         now = time.monotonic()
         ethertype = data[12:14]
         if ethertype == b"\x08\x06":

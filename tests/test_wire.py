@@ -42,3 +42,30 @@ def test_a_segment_from_another_source_is_dropped_as_the_veths_filter_would():
     wire, target, addr = _wire()
     target.send(_from_target(addr, "198.18.9.9", addr.peer_ip, 40001))
     assert wire.next_for(40001, deadline=0) is None
+
+
+def test_a_link_whose_other_end_closed_is_an_error_not_an_endless_wait():
+    # A user-mode kernel that dies closes its end of the link: the socket is then readable for
+    # ever, with nothing to read. A peer waiting for a segment must not spin past its deadline.
+    import threading
+    import time
+
+    import pytest
+    from harness.errors import TargetError
+
+    wire, target, addr = _wire()
+    target.close()
+    outcome = {}
+
+    def wait():
+        try:
+            outcome["got"] = wire.next_for(40002, deadline=time.monotonic() + 0.5)
+        except TargetError as exc:
+            outcome["error"] = str(exc)
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive(), "the wait for a segment went on past its deadline on a closed link"
+    assert "closed" in outcome.get("error", ""), outcome
+    with pytest.raises(TargetError, match="closed"):
+        wire.next_for(40002, deadline=time.monotonic() + 0.1)
