@@ -572,22 +572,23 @@ def _settled(item, call):
         steps = case.steps if case is not None else StepLog(item.originalname, rid, level, deviations)
         exc = call.excinfo.value if call.excinfo is not None else None
         if exc is not None and case is not None:
-            died = _died(case)
+            died = _died(case, grace=isinstance(exc, (HarnessError, OSError)))
             if died is not None:
                 exc = item._synfin_died = died
         item._synfin_outcome = (steps, steps.finish(exc))
     return item._synfin_outcome
 
 
-def _died(case) -> HarnessError | None:
+def _died(case, grace: bool = False) -> HarnessError | None:
     """What the case raised, when its target died meanwhile, is a consequence (a peer that
-    waited in vain, a link gone down, a broken agent channel): the death is the error."""
+    waited in vain, a link gone down, a broken agent channel): the death is the error. `grace`:
+    what it raised says the target is going (its link or channel closed): its end is waited for."""
     from .errors import TargetError
 
     instance = case.session.instance
     if instance is None or instance is not case.target.instance:
         return None
-    how = instance.death()
+    how = instance.death(grace=grace)
     if how is None:
         return None
     log = instance.log_tail(20).rstrip("\n")

@@ -40,8 +40,9 @@ class Instance:
     def launch(self) -> None:
         """Once the lab's link is in the target's namespace (a sandbox takes it over then)."""
 
-    def death(self) -> str | None:
-        """How the target ended ("killed by SIGKILL (exit code 137)"), or None while it runs."""
+    def death(self, grace: bool = False) -> str | None:
+        """How the target ended ("killed by SIGKILL (exit code 137)"), or None while it runs;
+        `grace`: give a process that is still ending a moment to end."""
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -53,9 +54,10 @@ class Instance:
 EXIT_GRACE = 2.0
 
 
-def _gone(exited, agent) -> bool:
-    """Whether the target's process has ended; waited for a moment if its channel has closed."""
-    if exited() or agent is None or agent.healthy:
+def _gone(exited, agent, grace: bool) -> bool:
+    """Whether the target's process has ended; waited for a moment if its channel has closed or
+    `grace` (what the case ran into says the target is going: its link closed, its channel broke)."""
+    if exited() or not (grace or (agent is not None and not agent.healthy)):
         return exited()
     deadline = time.monotonic() + EXIT_GRACE
     while time.monotonic() < deadline:
@@ -151,8 +153,8 @@ class DockerInstance(Instance):
         # without a Docker API call (the channel alone only learns of a death at the next call).
         return self.agent.healthy and os.path.exists(f"/proc/{self._pid}")
 
-    def death(self) -> str | None:
-        if not _gone(lambda: not os.path.exists(f"/proc/{self._pid}"), self.agent):
+    def death(self, grace: bool = False) -> str | None:
+        if not _gone(lambda: not os.path.exists(f"/proc/{self._pid}"), self.agent, grace):
             return None
         code = self._exit_code(2.0)  # the engine records the exit a moment after the process ends
         if code is None:
@@ -201,8 +203,8 @@ class ProcessInstance(Instance):
         # A broken channel is a dead target too: nothing more can be asked of it.
         return self.proc is not None and self.proc.poll() is None and (self.agent is None or self.agent.healthy)
 
-    def death(self) -> str | None:
-        if self.proc is None or not _gone(lambda: self.proc.poll() is not None, self.agent):
+    def death(self, grace: bool = False) -> str | None:
+        if self.proc is None or not _gone(lambda: self.proc.poll() is not None, self.agent, grace):
             return None
         return describe_exit(self.proc.returncode)
 
