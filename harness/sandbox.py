@@ -178,11 +178,18 @@ def end(proc, rundir: str) -> None:
             proc.kill()
         proc.wait(timeout=10)
     for pid in processes(rundir.rstrip("/") + "/"):
-        if pid > 1:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(pid)
+
+
+def _kill(pid: int) -> bool:
+    """SIGKILL to one process by its id (never 1 or below); whether it was still there."""
+    if pid <= 1:
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 _RUN_FOLDER = re.compile(rb"/(syn[0-9a-f]+-[^/\x00]+)")
@@ -200,13 +207,8 @@ def sweep() -> list[str]:
         folder = _RUN_FOLDER.search(cmdline.split(root.encode(), 1)[1])
         entry = folder.group(1).decode(errors="replace") if folder else ""
         pid = owner_of(entry, run_dir=True)
-        if pid is None or owner_alive(pid) or leftover <= 1:
-            continue
-        try:
-            os.kill(leftover, signal.SIGKILL)
+        if pid is not None and not owner_alive(pid) and _kill(leftover):
             removed.append(f"process {leftover} of {entry}")
-        except ProcessLookupError:
-            pass
     for entry in os.listdir(root) if os.path.isdir(root) else ():
         pid = owner_of(entry, run_dir=True)
         if pid is not None and not owner_alive(pid):
